@@ -98,11 +98,8 @@ class Struct:
         out = {}
         for f in self.fields.values():
             value = (word >> f.offset) & f.mask
-            if f.values is not None:
-                try:
-                    value = f.values(value)
-                except ValueError:
-                    pass  # an undefined code stays an int: the caller decides what it means
+            if f.values is not None and value in f.values._value2member_map_:
+                value = f.values(value)  # an undefined code stays an int: the caller decides
             out[f.name] = value
         return out
 
