@@ -15,6 +15,7 @@ from .wire import Field, Struct
 __all__ = [
     "ACTION",
     "FLOW_KEY",
+    "FLOW_RULE",
     "FRAME_META",
     "MAX_FLOWS",
     "MAX_PORTS",
@@ -92,4 +93,16 @@ FRAME_META = Struct(
         Field("action", ACTION.width, "the action taken (an `action` struct)"),
     ],
     "Sideband that travels with every frame from the flow table to a queue and to the host.",
+)
+
+FLOW_RULE = Struct(
+    "flow_rule",
+    [
+        Field("valid", 1, "the entry takes part in lookups"),
+        Field("priority", 8, "larger wins; among equal priorities the lower entry index wins"),
+        Field("action", ACTION.width, "what to do with a matching frame (an `action` struct)"),
+        Field("value", FLOW_KEY.width, "`flow_key` bits the frame must have where `mask` is 1"),
+        Field("mask", FLOW_KEY.width, "`flow_key` bits that take part in the match"),
+    ],
+    "One flow-table entry: a ternary match over the flow key, a priority and an action.",
 )
