@@ -61,12 +61,17 @@ class Port:
         except WouldBlock:
             self._push_slow(self._route[key], attrs, pvec)
         except KeyError:
-            if key in self._route:
-                raise  # the destination's own error
-            raise UnknownKey(
-                f"{self._binding}: message with demux key {key!r}, which no flow of this binding "
-                "opened"
-            ) from None
+            if key not in self._route:
+                self._binding.undelivered.append(Message(key, attrs, pvec))
+                raise UnknownKey(
+                    f"{self._binding}: message with demux key {key!r}, which no flow of this "
+                    "binding opened"
+                ) from None
+            self._binding.undelivered.append(Message(self._route[key], attrs, pvec))
+            raise  # the destination's own error
+        except Exception:
+            self._binding.undelivered.append(Message(self._route[key], attrs, pvec))
+            raise
         self.messages += 1
 
     def _push_slow(self, dst_key, attrs, pvec) -> None:
@@ -80,6 +85,17 @@ class Port:
                 return
             except WouldBlock:
                 delay = min(delay * 2, _BACKOFF_MAX)
+            except Exception:
+                self._binding.undelivered.append(Message(dst_key, attrs, pvec))
+                raise
+
+    def undeliverable(self, message: Message) -> None:
+        """An active sink hands back a message it pulled but could not deliver.
+
+        It is kept in `Binding.undelivered` and no longer counted as delivered.
+        """
+        self._binding.undelivered.append(message)
+        self.messages -= 1
 
     def pull(self, timeout: float | None = 0.0) -> Message | None:
         message = self._src_pull(timeout)

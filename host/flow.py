@@ -497,6 +497,8 @@ def _timestamp(field, value, _template=None) -> int | float:
 _DATA_PARSERS = {
     "timestamp": _timestamp, "port": _ranged(0, None), "length": _ranged(0, None),
     "flags": _ranged(0, None), "vlan": _ranged(0, 4095), "status": _ranged(None, None),
+    "offset": _ranged(0, None), "orig_len": _ranged(0, None), "linktype": _ranged(0, None),
+    "src_addr": lambda key, value: value, "dst_addr": lambda key, value: value,
 }
 #: The known data attribute names; keys starting with ``x_`` are user extensions, passed through.
 DATA_ATTRIBUTES: tuple[str, ...] = tuple(_DATA_PARSERS)

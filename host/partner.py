@@ -14,6 +14,11 @@ calls the other side — a partner may be both) and its *direction* (paper Table
 out, or both). An operation a partner does not offer raises `UnsupportedOperation` naming the
 partner and what it does offer. Demux keys are small integers returned by `open`; they name a
 flow on the partner that returned them.
+
+Buffer ownership: a pushed pvec is handed over with its references. A partner that keeps it
+(a queue) passes it on; the partner that finally consumes the data (writes it to a file, a socket,
+the wire) frees it, which returns pool buffers to their owner. A partner that wants to keep a pvec
+it merely looked at takes its own reference with `get` first.
 """
 
 from __future__ import annotations

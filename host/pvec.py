@@ -79,14 +79,18 @@ class Pvec:
         return pvec
 
     @classmethod
-    def from_iovecs(cls, buffers: Sequence, nbytes: int | None = None, owner=None) -> Pvec:
+    def from_iovecs(
+        cls, buffers: Sequence, nbytes: int | None = None, owner=None, aggregates=None
+    ) -> Pvec:
         """The pvec of the first `nbytes` bytes of `buffers`, as filled by `recvmsg_into`/`readv`.
 
-        `nbytes` is what the system call returned; None takes the buffers whole.
+        `nbytes` is what the system call returned; None takes the buffers whole. `aggregates`,
+        parallel to `buffers`, records the owner's descriptor of each (pool buffers, so that
+        `free` returns them).
         """
         chunks = []
         remaining = nbytes
-        for buffer in buffers:
+        for index, buffer in enumerate(buffers):
             view = byte_view(buffer)
             if remaining is not None:
                 if remaining <= 0:
@@ -94,7 +98,8 @@ class Pvec:
                 if len(view) > remaining:
                     view = view[:remaining]
                 remaining -= len(view)
-            chunks.append(Chunk(view, owner))
+            aggregate = aggregates[index] if aggregates is not None else None
+            chunks.append(Chunk(view, owner, aggregate))
         if remaining:
             raise ValueError(f"{nbytes} bytes do not fit in buffers of {nbytes - remaining} bytes")
         return cls(chunks, owner)

@@ -287,3 +287,11 @@ def test_buffer_ops_of_a_partner_use_its_pool():
     assert sink.pool.available == 0
     sink.free(pvec)
     assert sink.pool.available == 2
+
+
+def test_active_source_into_failing_sink_reports_the_lost_message():
+    sink = ListSink(fail_after=3)
+    binding = connect(ActiveSource(10), sink)
+    with pytest.raises(PeerLost, match=r"after 3 messages: sink went away; 1 message\(s\)"):
+        binding.wait(5)
+    assert [m.pvec.tobytes() for m in binding.undelivered] == [(3).to_bytes(4, "little")]

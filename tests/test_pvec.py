@@ -191,3 +191,14 @@ def test_pool_over_external_memory_reports_offsets():
         BufferPool(8, 128, memory=memory)
     with pytest.raises(TypeError, match="writable"):
         BufferPool(1, 4, memory=b"1234")
+
+
+def test_from_iovecs_keeps_aggregates_so_free_returns_pool_buffers():
+    pool = BufferPool(3, 8)
+    buffers = [pool.alloc_buffer() for _ in range(3)]
+    pvec = Pvec.from_iovecs([b.view for b in buffers], 12, aggregates=buffers)
+    assert pvec.count == 2  # the third buffer received nothing
+    pvec.free()
+    assert pool.available == 2  # the two used buffers are back; the third is still held
+    buffers[2].release()
+    assert pool.available == 3
