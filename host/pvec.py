@@ -74,8 +74,15 @@ class Pvec:
     @classmethod
     def wrap(cls, *buffers, owner=None, aggregate=None) -> Pvec:
         """A pvec of one chunk per buffer, each a view of the buffer (no copy)."""
-        chunks = [Chunk(byte_view(b), owner, aggregate) for b in buffers]
-        pvec = cls(chunks, owner)
+        # Built by hand: wrapping one buffer is the most common way a pvec is born, and a list
+        # comprehension plus __init__'s copy would double its cost.
+        pvec = cls.__new__(cls)
+        if len(buffers) == 1:
+            pvec.chunks = [Chunk(byte_view(buffers[0]), owner, aggregate)]
+        else:
+            pvec.chunks = [Chunk(byte_view(b), owner, aggregate) for b in buffers]
+        pvec.partner = owner
+        pvec._nbytes = -1
         return pvec
 
     @classmethod
