@@ -1,0 +1,1 @@
+"""Host partners: adapters that give files, sockets and captures the partner interface."""
