@@ -1,0 +1,111 @@
+"""The register bank generated from a register map, driven over the CSR bus."""
+
+from amaranth.sim import Simulator
+
+from partner.hdl.csr import RegisterBank
+from partner.wire import Access, Register, RegisterMap
+
+REGS = RegisterMap(
+    "test",
+    [
+        Register("ident", Access.RO, "constant"),
+        Register("scratch", Access.RW, "scratch", reset=0x1234),
+        Register("table", Access.RW, "array", count=3),
+        Register("command", Access.WO, "strobed"),
+        Register("errors", Access.RC, "sticky"),
+    ],
+)
+
+
+class Host:
+    """The initiator side of the CSR bus, as a host adapter drives it."""
+
+    def __init__(self, ctx, bus):
+        self.ctx, self.bus = ctx, bus
+
+    async def read(self, address):
+        self.ctx.set(self.bus.addr, address // 4)
+        self.ctx.set(self.bus.r_stb, 1)
+        await self.ctx.tick()
+        self.ctx.set(self.bus.r_stb, 0)
+        return self.ctx.get(self.bus.r_data)
+
+    async def write(self, address, value):
+        self.ctx.set(self.bus.addr, address // 4)
+        self.ctx.set(self.bus.w_data, value)
+        self.ctx.set(self.bus.w_stb, 1)
+        await self.ctx.tick()
+        self.ctx.set(self.bus.w_stb, 0)
+
+
+def run(testbench):
+    dut = RegisterBank(REGS)
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+
+    async def main(ctx):
+        await testbench(ctx, dut, Host(ctx, dut.bus))
+
+    sim.add_testbench(main)
+    sim.run()
+
+
+def test_read_write_and_reset_values():
+    async def bench(ctx, dut, host):
+        ctx.set(dut.ident, 0xCAFEF00D)
+        assert await host.read(REGS["ident"].offset) == 0xCAFEF00D
+        assert await host.read(REGS["scratch"].offset) == 0x1234
+        await host.write(REGS["scratch"].offset, 0xDEADBEEF)
+        assert ctx.get(dut.scratch) == 0xDEADBEEF
+        assert await host.read(REGS["scratch"].offset) == 0xDEADBEEF
+        for i in range(3):
+            await host.write(REGS["table"].address(i), 100 + i)
+        assert [ctx.get(dut.table[i]) for i in range(3)] == [100, 101, 102]
+        assert await host.read(REGS["table"].address(2)) == 102
+
+    run(bench)
+
+
+def test_write_only_register_strobes_once():
+    async def bench(ctx, dut, host):
+        await host.write(REGS["command"].offset, 7)
+        assert ctx.get(dut.command_stb) == 1 and ctx.get(dut.command) == 7
+        await ctx.tick()
+        assert ctx.get(dut.command_stb) == 0
+
+    run(bench)
+
+
+def test_clear_on_read_keeps_bits_set_during_the_read():
+    async def bench(ctx, dut, host):
+        ctx.set(dut.errors_set, 0b01)
+        await ctx.tick()
+        ctx.set(dut.errors_set, 0b10)  # set in the very cycle of the read
+        assert await host.read(REGS["errors"].offset) == 0b01
+        ctx.set(dut.errors_set, 0)
+        assert await host.read(REGS["errors"].offset) == 0b10
+        assert await host.read(REGS["errors"].offset) == 0
+
+    run(bench)
+
+
+def test_bad_accesses_are_ignored_and_flagged():
+    async def bench(ctx, dut, host):
+        flagged = []
+        ctx.set(dut.bus.addr, REGS.size // 4 + 1)
+        ctx.set(dut.bus.w_stb, 1)
+        flagged.append(ctx.get(dut.bad_access))
+        await ctx.tick()
+        ctx.set(dut.bus.w_stb, 0)
+        ctx.set(dut.ident, 5)
+        ctx.set(dut.bus.addr, REGS["ident"].offset // 4)
+        ctx.set(dut.bus.w_stb, 1)  # a write to a read-only register
+        flagged.append(ctx.get(dut.bad_access))
+        await ctx.tick()
+        ctx.set(dut.bus.w_stb, 0)
+        flagged.append(ctx.get(dut.bad_access))
+        assert flagged == [1, 1, 0]
+        assert await host.read(REGS["ident"].offset) == 5
+        assert await host.read(REGS["scratch"].offset) == 0x1234
+
+    run(bench)
