@@ -1,0 +1,1 @@
+"""Python reference models of gateware blocks (pure Python, no Amaranth)."""
