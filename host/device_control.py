@@ -87,6 +87,17 @@ class DeviceControl:
         self.write("rule_write", RULE_WRITE.pack(index=index))
         self._check("installing rule", index)
 
+    def load_table(self, table) -> None:
+        """Write a whole `partner.rules.RuleTable`: every entry (free ones invalid) and its
+        default action."""
+        if table.entries > self.rules:
+            raise DeviceError(
+                f"a table of {table.entries} entries does not fit the device's {self.rules}"
+            )
+        for index, word in enumerate(table.image()):
+            self.write_rule(index, word)
+        self.set_default_action(**table.default.fields())
+
     def clear_rule(self, index: int) -> None:
         self.write_rule(index, FLOW_RULE.pack(valid=0))
 
@@ -117,6 +128,17 @@ class DeviceControl:
         self.write("queue_config", word)
         self.write("queue_config_write", QUEUE_CONFIG_WRITE.pack(flow=flow, unit=unit, tx=tx))
         self._check("configuring queue of flow", flow)
+
+    def open_all_queues(self, quota_bytes: int, *, priority: int = 0, weight: int = 1) -> None:
+        """Give every RX and TX flow the same settings (flows start closed after reset)."""
+        for queue in range(self.queues + 1):
+            for flow in range(self.rules + 1):
+                self.configure_queue(tx=False, unit=queue, flow=flow, quota_bytes=quota_bytes,
+                                     priority=priority, weight=weight)
+        for port in range(self.ports):
+            for flow in range(self.tx_flows + self.ports):
+                self.configure_queue(tx=True, unit=port, flow=flow, quota_bytes=quota_bytes,
+                                     priority=priority, weight=weight)
 
     # --- counters and status -----------------------------------------------------------------
 

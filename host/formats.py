@@ -15,12 +15,14 @@ from .wire import Field, Struct
 __all__ = [
     "ACTION",
     "FLOW_KEY",
+    "EVENT",
     "FLOW_RULE",
     "FRAME_META",
     "MAX_FLOWS",
     "MAX_PORTS",
     "MAX_QUEUES",
     "ActionKind",
+    "EventKind",
     "KeyFlag",
 ]
 
@@ -62,7 +64,8 @@ FLOW_KEY = Struct(
         Field("ethertype", 16, "EtherType after any VLAN tags"),
         Field("src_mac", 48, "source MAC address, first byte on the wire most significant"),
         Field("dst_mac", 48, "destination MAC address, first byte on the wire most significant"),
-        Field("protocol", 8, "IPv4 protocol or IPv6 next header (after extension headers)"),
+        Field("protocol", 8, "IPv4 protocol or IPv6 next header (after an IPv6 fragment header; "
+              "other extension headers are reported as the protocol)"),
         Field("src_ip", 128, "IPv6 source address; an IPv4 address in the low 32 bits"),
         Field("dst_ip", 128, "IPv6 destination address; an IPv4 address in the low 32 bits"),
         Field("src_port", 16, "UDP/TCP source port (valid when flag L4)"),
@@ -105,4 +108,24 @@ FLOW_RULE = Struct(
         Field("mask", FLOW_KEY.width, "`flow_key` bits that take part in the match"),
     ],
     "One flow-table entry: a ternary match over the flow key, a priority and an action.",
+)
+
+
+class EventKind(enum.IntEnum):
+    """Device → host `ctl` events (paper §3.2: ctl runs both ways)."""
+
+    LINK_UP = 0  # unit: port that received its first good frame
+    RX_ERROR = 1  # unit: port that dropped a frame (MAC error, FIFO overflow, lookup backlog)
+    QUEUE_DROP = 2  # unit: host queue whose flow queues dropped a frame (quota or buffer)
+    TX_DROP = 3  # unit: port whose transmit queues dropped a frame
+
+
+EVENT = Struct(
+    "event",
+    [
+        Field("kind", 4, "what happened", EventKind),
+        Field("unit", 4, "the port or queue it happened to"),
+        Field("count", 24, "occurrences merged into this event since the previous one"),
+    ],
+    "One device event; events of the same kind and unit are merged while the host is slow.",
 )

@@ -4,7 +4,7 @@ The map is the same for every build: what grows with the build's parameters (por
 queues, flows) is reached indirectly, and `config` says how much of it there is.
 
 Counters are read indirectly: the host writes `counter_select` (a block, a unit within it and an
-index) and, `COUNTER_SETTLE_CYCLES` later, reads up to eight words of `counter_value`, a snapshot
+index) and, `COUNTER_SETTLE_CYCLES` later, reads up to 16 words of `counter_value`, a snapshot
 taken at one instant — the words of one selection are consistent with each other while traffic
 runs. Flow rules are written the same way: stage the words of a `flow_rule` in `rule_data`, then
 write the entry index to `rule_write`; the gateware replaces the whole entry in one cycle.
@@ -32,7 +32,7 @@ __all__ = [
 IDENT = 0x50544E52  # "PTNR"
 FORMAT_VERSION = 1
 COUNTER_SETTLE_CYCLES = 4
-COUNTER_WORDS = 8
+COUNTER_WORDS = 16
 RULE_WORDS = (FLOW_RULE.width + 31) // 32
 QUOTA_UNIT = 64  # bytes per unit of `queue_config.quota`
 
@@ -50,7 +50,9 @@ class CounterBlock(enum.IntEnum):
 COUNTER_NAMES = {
     CounterBlock.PORT: (
         "rx_frames", "rx_bytes", "rx_fcs_errors", "rx_runts", "rx_giants", "rx_phy_errors",
-        "rx_malformed", "rx_fifo_overflows",
+        "rx_preamble_errors", "rx_malformed", "rx_fifo_overflows", "rx_lookup_backlog_drops",
+        "rx_dropped_by_rule", "rx_dropped_bad_action", "tx_frames", "tx_bytes", "tx_underruns",
+        "tx_host_dropped",
     ),
     CounterBlock.RULE: ("hits",),
     CounterBlock.RX_QUEUE: (
