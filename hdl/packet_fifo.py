@@ -21,7 +21,16 @@ The writer does not interpret ``first``: the producer must keep to the framing r
 Read side (``o_stream``): valid/ready stream, one beat per cycle while ``o_stream.ready`` is
 high. A frame's first beat appears two cycles after its last beat was accepted (one to commit,
 one for the synchronous memory read). The output register is prefetched, so a beat leaves the
-memory (and ``level``) one beat before it is handed to the consumer.
+memory (and ``level``) one beat before it is handed to the consumer. ``o_committed`` is high
+for one cycle after each commit (the cycle in which ``frames_committed`` has counted it).
+
+Per-frame metadata (``meta_layout`` given): ``i_meta`` is sampled with the last beat and stored
+in a separate memory of ``meta_depth`` entries when, and only when, the frame commits (this is
+where a parser or flow-table result that is ready by the end of the frame travels with it).
+``o_meta`` shows the metadata of the frame on ``o_stream``, stable from its first beat to its
+last. A frame whose last beat finds all ``meta_depth`` entries in use (by frames committed and
+not yet fully read) is dropped as an overflow; the default ``meta_depth = depth`` never does,
+since every frame takes at least one beat of the data memory.
 
 Status: ``level`` is the number of memory entries in use, including the frame being written.
 The three frame counters are 32-bit and wrap (modulo 2**32): the host takes differences between
@@ -47,6 +56,10 @@ class PacketFIFO(wiring.Component):
         Beat width of both streams, in bytes.
     depth : int
         Memory depth in beats; a power of two, at least 2.
+    meta_layout : shape or None
+        Shape of the per-frame metadata; None for no metadata ports.
+    meta_depth : int
+        Frames the metadata memory holds (a power of two; default ``depth``).
 
     Members
     -------
@@ -60,15 +73,24 @@ class PacketFIFO(wiring.Component):
         Memory entries in use.
     frames_committed, frames_dropped_error, frames_dropped_overflow : ``Out(32)``
         Wrapping frame counters.
+    o_committed : ``Out(1)``
+        One-cycle strobe after each commit.
+    i_meta, o_meta : ``In(meta_layout)``, ``Out(meta_layout)``
+        Only with ``meta_layout``: metadata in with the last beat, out with the whole frame.
     """
 
-    def __init__(self, width_bytes: int, depth: int):
+    def __init__(self, width_bytes: int, depth: int, meta_layout=None, meta_depth=None):
         if not isinstance(depth, int) or depth < 2 or depth & (depth - 1):
             raise ValueError(f"depth must be a power of two >= 2, not {depth!r}")
+        meta_depth = depth if meta_depth is None else meta_depth
+        if not isinstance(meta_depth, int) or meta_depth < 1 or meta_depth & (meta_depth - 1):
+            raise ValueError(f"meta_depth must be a power of two >= 1, not {meta_depth!r}")
         self.width_bytes = width_bytes
         self.depth = depth
+        self.meta_layout = meta_layout
+        self.meta_depth = meta_depth
         # Parametric widths: the signature is built here rather than in class annotations.
-        super().__init__({
+        members = {
             "i_stream": In(PacketStream(width_bytes)),
             "i_drop": In(1),
             "o_stream": Out(PacketStream(width_bytes)),
@@ -76,7 +98,12 @@ class PacketFIFO(wiring.Component):
             "frames_committed": Out(32),
             "frames_dropped_error": Out(32),
             "frames_dropped_overflow": Out(32),
-        })
+            "o_committed": Out(1),
+        }
+        if meta_layout is not None:
+            members["i_meta"] = In(meta_layout)
+            members["o_meta"] = Out(meta_layout)
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
@@ -98,6 +125,14 @@ class PacketFIFO(wiring.Component):
         full = used == self.depth
         m.d.comb += self.level.eq(used)
 
+        o = self.o_stream
+        commit = Signal()  # the frame on i_stream commits at this edge
+        m.d.sync += self.o_committed.eq(commit)
+        meta_full = 0
+        if self.meta_layout is not None:
+            leaves = o.valid & o.ready & o.payload.last  # the output frame is done
+            meta_full = self._metadata(m, commit, leaves)
+
         # Write side.
         i = self.i_stream
         m.d.comb += i.ready.eq(1)
@@ -115,12 +150,13 @@ class PacketFIFO(wiring.Component):
                         wr_ptr.eq(commit_ptr),
                         self.frames_dropped_error.eq(self.frames_dropped_error + 1),
                     ]
-                with m.Elif(~store):
+                with m.Elif(~store | meta_full):
                     m.d.sync += [
                         wr_ptr.eq(commit_ptr),
                         self.frames_dropped_overflow.eq(self.frames_dropped_overflow + 1),
                     ]
                 with m.Else():
+                    m.d.comb += commit.eq(1)
                     m.d.sync += [
                         wr_ptr.eq(wr_ptr + 1),
                         commit_ptr.eq(wr_ptr + 1),
@@ -134,7 +170,6 @@ class PacketFIFO(wiring.Component):
 
         # Read side: the memory's read register is the output register. It is reloaded whenever
         # it is empty or being emptied, which sustains one beat per cycle.
-        o = self.o_stream
         advance = ~o.valid | o.ready
         load = advance & (rd_ptr != commit_ptr)
         m.d.comb += [
@@ -148,3 +183,29 @@ class PacketFIFO(wiring.Component):
             m.d.sync += o.valid.eq(0)
 
         return m
+
+    def _metadata(self, m, commit, leaves):
+        """Metadata FIFO, written on ``commit``, advanced when the output frame ``leaves``;
+        returns its 'full' condition for the write side."""
+        bits = self.meta_depth.bit_length() - 1
+        m.submodules.meta_mem = mem = Memory(shape=self.meta_layout, depth=self.meta_depth,
+                                             init=[])
+        wr_port = mem.write_port()
+        rd_port = mem.read_port(domain="sync")
+        wr_ptr = Signal(bits + 1)  # next entry to write (= frames committed)
+        rd_ptr = Signal(bits + 1)  # entry of the frame on (or next on) the output
+        used = Signal(bits + 1)  # truncated: the difference of wrapping pointers
+        m.d.comb += used.eq(wr_ptr - rd_ptr)
+        full = used == self.meta_depth
+        m.d.comb += [wr_port.addr.eq(wr_ptr[:bits]), wr_port.data.eq(self.i_meta),
+                     wr_port.en.eq(commit)]
+        with m.If(commit):
+            m.d.sync += wr_ptr.eq(wr_ptr + 1)
+        # Read every cycle at the entry the output needs from the next cycle on: the frame's
+        # metadata is then in the read register together with its first beat, and stays
+        # there (its entry cannot be overwritten) until the frame's last beat has left.
+        next_rd = Signal(bits + 1)
+        m.d.comb += [next_rd.eq(rd_ptr + leaves), rd_port.addr.eq(next_rd[:bits]),
+                     self.o_meta.eq(rd_port.data)]
+        m.d.sync += rd_ptr.eq(next_rd)
+        return full

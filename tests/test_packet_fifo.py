@@ -61,23 +61,35 @@ def simulate(dut, *testbenches):
 class FIFOModel:
     """Cycle-level model of PacketFIFO: what the RTL must show before each clock edge."""
 
-    def __init__(self, depth):
+    def __init__(self, depth, meta_depth=None):
         self.depth = depth
         self.memory = deque()   # committed beats not yet in the output register
         self.pending = []       # beats of the frame being written
         self.overflowed = False
         self.out = None         # beat in the output register
         self.committed = self.dropped_error = self.dropped_overflow = 0
+        self.meta_depth = meta_depth  # None: no metadata
+        self.metas = deque()    # metadata of committed frames not yet fully read
+        self.committed_pulse = False  # o_committed
 
     @property
     def level(self):
         return len(self.memory) + len(self.pending)
 
-    def clock(self, beat, drop, ready):
+    @property
+    def meta_out(self):
+        """``o_meta`` while a beat is on the output: the oldest frame not fully read."""
+        return self.metas[0]
+
+    def clock(self, beat, drop, ready, meta=None):
         """Advance one edge with ``beat`` (or None) offered and ``ready`` driven; returns the
         beat transferred on the output during this edge (or None)."""
         delivered = self.out if ready else None
         full = self.level == self.depth
+        meta_full = self.meta_depth is not None and len(self.metas) == self.meta_depth
+        if delivered is not None and delivered["last"] and self.meta_depth is not None:
+            self.metas.popleft()
+        self.committed_pulse = False
         if self.out is None or ready:
             self.out = self.memory.popleft() if self.memory else None
         if beat is not None:
@@ -86,11 +98,14 @@ class FIFOModel:
                 self.overflowed = False
                 if drop:
                     self.dropped_error += 1
-                elif not store:
+                elif not store or meta_full:
                     self.dropped_overflow += 1
                 else:
                     self.memory.extend([*self.pending, beat])
                     self.committed += 1
+                    self.committed_pulse = True
+                    if self.meta_depth is not None:
+                        self.metas.append(meta)
                 self.pending = []
             elif store:
                 self.pending.append(beat)
@@ -138,13 +153,21 @@ def random_traffic(rng, width, depth, nframes):
     return frames
 
 
-@pytest.mark.parametrize(("width", "depth", "seed"), [(1, 8, 1), (4, 16, 2), (8, 32, 3)])
-def test_random_against_model(width, depth, seed):
+@pytest.mark.parametrize(("width", "depth", "meta_depth", "seed"),
+                         [(1, 8, None, 1), (4, 16, None, 2), (8, 32, None, 3),
+                          (2, 16, 16, 4), (4, 16, 2, 5)])
+def test_random_against_model(width, depth, meta_depth, seed):
+    """Random traffic; with ``meta_depth``, every frame also carries a metadata word (12 bits),
+    and ``meta_depth`` 2 makes the metadata memory a second reason for overflow."""
     rng = random.Random(seed)
-    dut = PacketFIFO(width_bytes=width, depth=depth)
+    meta_layout = None if meta_depth is None else 12
+    dut = PacketFIFO(width_bytes=width, depth=depth, meta_layout=meta_layout,
+                     meta_depth=meta_depth)
     layout = packet_layout(width)
     frames = random_traffic(rng, width, depth, nframes=400)
-    model = FIFOModel(depth)
+    meta_rng = random.Random(seed + 100)  # leaves the traffic of each seed as it was
+    metas = [meta_rng.randrange(1 << 12) for _ in frames]
+    model = FIFOModel(depth, meta_depth)
     received, current = [], []
     stats = {}
 
@@ -165,10 +188,14 @@ def test_random_against_model(width, depth, seed):
                 ready_p = rng.choice([1.0, 0.7, 0.3, 0.0])
             item = schedule.popleft()
             beat, drop = (item[1], item[2]) if item else (None, False)
+            meta = metas[item[0]] if item else None
             ready = rng.random() < ready_p
             ctx.set(dut.i_stream.valid, beat is not None)
             if beat is not None:
                 ctx.set(dut.i_stream.payload, beat)
+                if meta_depth is not None:
+                    # Only sampled with the last beat: drive junk on the others.
+                    ctx.set(dut.i_meta, meta if beat["last"] else meta_rng.randrange(4096))
             ctx.set(dut.i_drop, drop)
             ctx.set(dut.o_stream.ready, ready)
 
@@ -180,12 +207,15 @@ def test_random_against_model(width, depth, seed):
                 assert got == layout.const(model.out).as_bits(), f"cycle {cycle}: payload"
                 # Whole frames only: the frame being output has been committed.
                 assert ctx.get(dut.frames_committed) > len(received), f"cycle {cycle}: partial"
+                if meta_depth is not None:
+                    assert ctx.get(dut.o_meta) == model.meta_out, f"cycle {cycle}: meta"
             assert ctx.get(dut.level) == model.level, f"cycle {cycle}: level"
             assert ctx.get(dut.frames_committed) == model.committed
             assert ctx.get(dut.frames_dropped_error) == model.dropped_error
             assert ctx.get(dut.frames_dropped_overflow) == model.dropped_overflow
+            assert ctx.get(dut.o_committed) == model.committed_pulse, f"cycle {cycle}: strobe"
 
-            out = model.clock(beat, drop, ready)  # equal to the DUT's output, checked above
+            out = model.clock(beat, drop, ready, meta)  # equal to the DUT's output (above)
             if out is not None:
                 current.append(out)
                 if out["last"]:
@@ -209,6 +239,67 @@ def test_random_against_model(width, depth, seed):
     too_big = sum(len(beats) > depth for beats, drop in frames if not drop)
     assert model.dropped_overflow >= too_big > 0
     assert model.dropped_overflow > too_big, "traffic never overflowed a frame that could fit"
+
+
+def test_metadata_travels_with_whole_frames():
+    """i_meta is taken with the last beat of committed frames only; o_meta is the frame's
+    metadata on every one of its beats, through output stalls; with meta_depth 2, a third
+    complete frame waiting in the FIFO is dropped although its data would fit."""
+    dut = PacketFIFO(width_bytes=2, depth=16, meta_layout=packet_layout(1), meta_depth=2)
+    meta_layout = packet_layout(1)
+    frames = [(bytes(range(5)), 0x11, False), (b"xyz", 0x22, True), (b"ab", 0x33, False),
+              (b"c", 0x44, False), (b"d", 0x55, False)]
+
+    async def producer(ctx):
+        for payload, tag, drop in frames:
+            beats = make_beats(2, payload)
+            for beat in beats:
+                ctx.set(dut.i_meta, {"data": tag if beat["last"] else 0xEE, "nbytes": 1})
+                ctx.set(dut.i_drop, drop and beat["last"])
+                await stream_put(ctx, dut.i_stream, beat)
+        ctx.set(dut.i_drop, 0)
+
+    async def consumer(ctx):
+        await ctx.tick().repeat(30)  # everything has arrived; 0x44 (3rd) and 0x55 overflowed
+        assert ctx.get(dut.frames_committed) == 2
+        assert ctx.get(dut.frames_dropped_error) == 1
+        assert ctx.get(dut.frames_dropped_overflow) == 2
+        seen = []
+        for n in range(40):
+            ready = n % 3 != 1  # stalls inside frames
+            ctx.set(dut.o_stream.ready, ready)
+            if ctx.get(dut.o_stream.valid):
+                beat = ctx.get(dut.o_stream.payload)
+                seen.append((ctx.get(dut.o_meta).data, beat.first, beat.last))
+                if not ready:
+                    seen.pop()
+            await ctx.tick()
+        assert seen == [(0x11, 1, 0), (0x11, 0, 0), (0x11, 0, 1), (0x33, 1, 1)]
+        assert ctx.get(meta_layout.from_bits(0).data) == 0  # layout round trip sanity
+
+    simulate(dut, producer, consumer)
+
+
+def test_committed_strobe():
+    dut = PacketFIFO(width_bytes=1, depth=8)
+
+    async def bench(ctx):
+        pulses = []
+        for payload, drop in ((b"ab", False), (b"c", True), (b"d", False)):
+            for beat in make_beats(1, payload):
+                ctx.set(dut.i_drop, drop and beat["last"])
+                ctx.set(dut.i_stream.valid, 1)
+                ctx.set(dut.i_stream.payload, beat)
+                await ctx.tick()
+                pulses.append(ctx.get(dut.o_committed))
+        ctx.set(dut.i_stream.valid, 0)
+        await ctx.tick()
+        pulses.append(ctx.get(dut.o_committed))
+        # sampled after each beat's edge: high in the cycle after each committed last beat
+        assert pulses == [0, 1, 0, 1, 0]
+        assert ctx.get(dut.frames_committed) == 2
+
+    simulate(dut, bench)
 
 
 def test_no_partial_frame_visible():

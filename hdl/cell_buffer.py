@@ -1,0 +1,98 @@
+# Free-cell allocator of the flow queues' shared cell buffer: a FIFO of freed cell numbers in an
+# `amaranth.lib.memory.Memory`, plus a counter of cells never used since reset. Used by
+# partner.hdl.flow_queues (see docs/queues.md, "Buffer manager").
+"""Free-cell allocator.
+
+Cells are handed out one per cycle at most (``alloc``) and returned one per cycle at most
+(``free``). Returned cells go through a FIFO whose head is prefetched into the read port's
+register, so a returned cell can be allocated again from the second cycle after its return.
+
+Why a FIFO and a fresh-cell counter instead of a free *list* threaded through the link memory:
+a linked free list needs a read and a write of the link memory for every allocation and every
+release, on top of the queue traversal's own link accesses; the FIFO is a separate small memory
+(``cells`` entries of ``log2(cells)`` bits) with exactly one write and one read port. The
+counter hands out cells ``0, 1, ...`` until all have been used once, so the FIFO memory needs no
+initialisation and a reset (which forgets every queued frame) simply makes all cells fresh.
+
+The allocator does no accounting of its own: the user reserves cells before allocating them
+(`FlowQueues` admits a frame only if enough cells are free) and must not allocate a cell that is
+not there. ``underflow`` is a sticky error flag for a design or test that breaks that rule.
+"""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["CellAllocator"]
+
+
+class CellAllocator(wiring.Component):
+    """Hands out and takes back cell numbers ``0 .. cells-1``.
+
+    Members
+    -------
+    alloc : ``In(1)``
+        Take ``cell`` at this edge.
+    cell : ``Out(range(cells))``
+        The cell ``alloc`` takes (combinational).
+    free : ``In(1)``
+        Give ``free_cell`` back at this edge.
+    free_cell : ``In(range(cells))``
+    available : ``Out(range(cells + 1))``
+        Cells that can be allocated now or are on their way through the FIFO.
+    underflow : ``Out(1)``
+        Sticky: ``alloc`` was high while no cell was ready.
+    """
+
+    def __init__(self, cells: int):
+        if cells < 2 or cells & (cells - 1):
+            raise ValueError(f"cells must be a power of two >= 2, not {cells!r}")
+        self.cells = cells
+        super().__init__({
+            "alloc": In(1),
+            "cell": Out(range(cells)),
+            "free": In(1),
+            "free_cell": In(range(cells)),
+            "available": Out(range(cells + 1)),
+            "underflow": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        bits = self.cells.bit_length() - 1
+
+        m.submodules.fifo = fifo = Memory(shape=bits, depth=self.cells, init=[])
+        wr = fifo.write_port()
+        rd = fifo.read_port(domain="sync")
+
+        fresh = Signal(range(self.cells + 1))  # cells 0 .. fresh-1 have been handed out before
+        wr_ptr = Signal(bits + 1)
+        rd_ptr = Signal(bits + 1)
+        head_valid = Signal()  # rd.data holds the oldest returned cell
+
+        m.d.comb += self.cell.eq(Mux(head_valid, rd.data, fresh[:bits]))
+        pop = self.alloc & head_valid
+        with m.If(self.alloc & ~head_valid):
+            with m.If(fresh == self.cells):
+                m.d.sync += self.underflow.eq(1)
+            with m.Else():
+                m.d.sync += fresh.eq(fresh + 1)
+
+        m.d.comb += [wr.addr.eq(wr_ptr[:bits]), wr.data.eq(self.free_cell), wr.en.eq(self.free)]
+        with m.If(self.free):
+            m.d.sync += wr_ptr.eq(wr_ptr + 1)
+
+        # Same prefetch as PacketFIFO's output: reload the head whenever it is empty or taken.
+        advance = ~head_valid | pop
+        load = advance & (rd_ptr != wr_ptr)
+        m.d.comb += [rd.addr.eq(rd_ptr[:bits]), rd.en.eq(load)]
+        with m.If(load):
+            m.d.sync += [rd_ptr.eq(rd_ptr + 1), head_valid.eq(1)]
+        with m.Elif(advance):
+            m.d.sync += head_valid.eq(0)
+
+        used = Signal(bits + 1)
+        m.d.comb += [used.eq(wr_ptr - rd_ptr),
+                     self.available.eq(self.cells - fresh + used + head_valid)]
+        return m
