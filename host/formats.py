@@ -14,8 +14,8 @@ from .wire import Field, Struct
 
 __all__ = [
     "ACTION",
-    "FLOW_KEY",
     "EVENT",
+    "FLOW_KEY",
     "FLOW_RULE",
     "FRAME_META",
     "MAX_FLOWS",

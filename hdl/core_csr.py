@@ -1,0 +1,188 @@
+# The device core's registers (partner.regmap.REGISTERS) wired to its blocks: configuration in,
+# counters out, and every out-of-range write refused and flagged in `status`.
+"""Register glue of the device core.
+
+Writes that would name a flow-table entry, queue, port or flow the build does not have are not
+carried out; they set a sticky bit in `status` instead. Counters are read through
+`counter_select`: its write starts a snapshot that is complete `COUNTER_SETTLE_CYCLES` later, all
+words taken in the same cycle.
+"""
+
+from amaranth.hdl import Cat, Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In
+
+from partner.formats import ACTION, FLOW_RULE, ActionKind
+from partner.hdl.csr import CSRBus, RegisterBank
+from partner.hdl.wire import layout
+from partner.regmap import (
+    CONFIG,
+    COUNTER_NAMES,
+    COUNTER_SELECT,
+    COUNTER_WORDS,
+    FORMAT_VERSION,
+    IDENT,
+    QUEUE_CONFIG,
+    QUEUE_CONFIG_WRITE,
+    QUOTA_UNIT,
+    REGISTERS,
+    RULE_WRITE,
+    STATUS,
+    CounterBlock,
+)
+
+__all__ = ["CoreRegisters"]
+
+_PORT_SOURCES = {
+    "rx_frames": ("rx_mac", "frames_ok"),
+    "rx_bytes": ("rx_mac", "bytes_ok"),
+    "rx_fcs_errors": ("rx_mac", "fcs_errors"),
+    "rx_runts": ("rx_mac", "runts"),
+    "rx_giants": ("rx_mac", "giants"),
+    "rx_phy_errors": ("rx_mac", "phy_errors"),
+    "rx_preamble_errors": ("rx_mac", "preamble_errors"),
+    "rx_malformed": ("rx_port", "malformed"),
+    "rx_fifo_overflows": ("rx_port", "fifo_overflows"),
+    "rx_lookup_backlog_drops": ("rx_port", "lookup_backlog_drops"),
+    "rx_dropped_by_rule": ("dispatcher", "dropped_by_rule"),
+    "rx_dropped_bad_action": ("dispatcher", "dropped_bad_action"),
+    "tx_frames": ("tx_mac", "frames_sent"),
+    "tx_bytes": ("tx_mac", "bytes_sent"),
+    "tx_underruns": ("tx_mac", "underruns"),
+}
+
+_QUEUE_SOURCES = ("c_enq_frames", "c_enq_bytes", "c_drop_quota", "c_drop_nobuf", "c_deq_frames")
+
+
+class CoreRegisters(wiring.Component):
+    """The register bank of the core; `attach` wires it to the core's blocks."""
+
+    def __init__(self, *, ports, queues, rules, tx_flows, width_bytes):
+        self.ports, self.queues, self.rules, self.tx_flows = ports, queues, rules, tx_flows
+        self.width_bytes = width_bytes
+        self.bank = RegisterBank(REGISTERS)
+        super().__init__({"bus": In(CSRBus(self.bank.addr_width))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.bank = self.bank
+        wiring.connect(m, wiring.flipped(self.bus), self.bank.bus)
+        return m
+
+    def attach(self, m, *, classifier, rx_macs, tx_macs, rx_ports, dispatchers, rx_queues,
+               tx_queues, host_tx_dropped):
+        """Drive the bank's inputs and the blocks' configuration from the parent module `m`."""
+        bank, P, Q = self.bank, self.ports, self.queues
+        status = Signal(layout(STATUS))
+        m.d.comb += [
+            bank.ident.eq(IDENT),
+            bank.version.eq(FORMAT_VERSION),
+            bank.config.eq(CONFIG.pack(ports=P, queues=Q, rules=self.rules,
+                                       tx_flows=self.tx_flows, width_bytes=self.width_bytes)),
+            bank.status_set.eq(status),
+            status.bad_access.eq(bank.bad_access),
+            bank.lookups.eq(classifier.lookups),
+            bank.hits.eq(classifier.hits),
+            bank.misses.eq(classifier.misses),
+            classifier.default_action.eq(bank.default_action[:ACTION.width]),
+        ]
+        for mac in rx_macs:
+            m.d.comb += mac.mtu.eq(bank.mtu[:14])
+
+        self._rules(m, classifier, status)
+        self._queue_config(m, rx_queues, tx_queues, status)
+        blocks = {"rx_mac": rx_macs, "tx_mac": tx_macs, "rx_port": rx_ports,
+                  "dispatcher": dispatchers}
+        self._counters(m, classifier, blocks, rx_queues, tx_queues, host_tx_dropped, status)
+
+        link = Signal(P)
+        for p, mac in enumerate(rx_macs):
+            with m.If(mac.frames_ok.any()):
+                m.d.sync += link[p].eq(1)
+        m.d.comb += bank.link.eq(link)
+
+    def _rules(self, m, classifier, status):
+        bank = self.bank
+        rule = Signal(layout(FLOW_RULE))
+        m.d.comb += rule.eq(Cat(*bank.rule_data)[:FLOW_RULE.width])
+        index = bank.rule_write[:RULE_WRITE["index"].width]
+        index_ok = index < self.rules
+        action = Signal(layout(ACTION))
+        m.d.comb += action.eq(rule.action)
+        action_ok = ~rule.valid | (
+            ((action.kind != ActionKind.HOST) | (action.queue < self.queues))
+            & ((action.kind != ActionKind.FORWARD) | (action.port < self.ports))
+        )
+        stb = bank.rule_write_stb
+        m.d.comb += [
+            classifier.w_index.eq(index),
+            classifier.w_rule.eq(rule),
+            classifier.w_en.eq(stb & index_ok & action_ok),
+            status.bad_rule_index.eq(stb & ~index_ok),
+            status.bad_rule.eq(stb & index_ok & ~action_ok),
+        ]
+
+    def _queue_config(self, m, rx_queues, tx_queues, status):
+        bank = self.bank
+        config = Signal(layout(QUEUE_CONFIG))
+        target = Signal(layout(QUEUE_CONFIG_WRITE))
+        m.d.comb += [config.eq(bank.queue_config), target.eq(bank.queue_config_write)]
+        stb = bank.queue_config_write_stb
+        ok = Signal()
+        for tx, blocks in ((0, rx_queues), (1, tx_queues)):
+            for unit, block in enumerate(blocks):
+                hit = (target.tx == tx) & (target.unit == unit) & (target.flow < block.flows)
+                with m.If(hit):
+                    m.d.comb += ok.eq(1)
+                m.d.comb += [
+                    block.cfg_flow.eq(target.flow),
+                    block.cfg_quota_bytes.eq(config.quota * QUOTA_UNIT),
+                    block.cfg_class.eq(config.priority),
+                    block.cfg_weight.eq(config.weight),
+                    block.cfg_en.eq(stb & hit),
+                ]
+        m.d.comb += status.bad_queue_config.eq(stb & ~ok)
+
+    def _counters(self, m, classifier, blocks, rx_queues, tx_queues, host_tx_dropped, status):
+        bank = self.bank
+        select = Signal(layout(COUNTER_SELECT))
+        m.d.comb += select.eq(bank.counter_select)
+        written = bank.bus.w_stb & (bank.bus.addr == REGISTERS["counter_select"].offset // 4)
+        settled = Signal()  # the register holds the new selection
+        ready = Signal()  # the memories' outputs belong to it
+        m.d.sync += [settled.eq(written), ready.eq(settled)]
+
+        m.d.comb += classifier.c_index.eq(select.index)
+        for block in (*rx_queues, *tx_queues):
+            m.d.comb += block.c_flow.eq(select.index)
+
+        values = [Signal(32, name=f"counter_{i}") for i in range(COUNTER_WORDS)]
+        valid = Signal()
+        with m.Switch(select.block):
+            with m.Case(CounterBlock.PORT):
+                m.d.comb += valid.eq((select.unit < self.ports) & (select.index == 0))
+                for p in range(self.ports):
+                    with m.If(select.unit == p):
+                        for i, name in enumerate(COUNTER_NAMES[CounterBlock.PORT]):
+                            if name == "tx_host_dropped":
+                                m.d.comb += values[i].eq(host_tx_dropped)
+                            else:
+                                kind, member = _PORT_SOURCES[name]
+                                m.d.comb += values[i].eq(getattr(blocks[kind][p], member))
+            with m.Case(CounterBlock.RULE):
+                m.d.comb += [
+                    valid.eq((select.unit == 0) & (select.index < self.rules)),
+                    values[0].eq(classifier.c_frames),
+                ]
+            for block_kind, queue_blocks in ((CounterBlock.RX_QUEUE, rx_queues),
+                                             (CounterBlock.TX_QUEUE, tx_queues)):
+                with m.Case(block_kind):
+                    for unit, block in enumerate(queue_blocks):
+                        with m.If(select.unit == unit):
+                            m.d.comb += valid.eq(select.index < block.flows)
+                            for i, member in enumerate(_QUEUE_SOURCES):
+                                m.d.comb += values[i].eq(getattr(block, member))
+        with m.If(ready):
+            for register, value in zip(bank.counter_value, values, strict=True):
+                m.d.sync += register.eq(value)
+        m.d.comb += status.bad_counter_select.eq(ready & ~valid)
