@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # Re-install when the dependency list changes.
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup test demo bench lint format clean help
+.PHONY: setup test demo bench lint docs format clean help
 
 help:
 	@echo "make setup   create $(VENV) and install Partner with pinned dependencies"
@@ -14,6 +14,7 @@ help:
 	@echo "make test    run the whole test suite (set-up first)"
 	@echo "make bench   run the benchmarks; figures go to build/bench/*.json"
 	@echo "make lint    ruff"
+	@echo "make docs    regenerate docs/registers.md from the register map"
 
 setup: $(STAMP)
 
@@ -24,17 +25,26 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# Two workers, whole files each: the Verilator builds of one file stay in one worker and overlap
+# with the other worker's amaranth.sim tests.
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
+# The host-side flow writes build/demo/input.pcapng; the simulated device core then replays it
+# under the example rules (the first run builds the Verilator model, a few minutes).
 demo: setup
-	$(BIN)/partner demo
+	$(BIN)/partner demo --out build/demo
+	$(BIN)/partner sim replay build/demo/input.pcapng --rules docs/examples/demo-rules.json \
+		--out build/demo/replay
 
 bench: setup
 	$(BIN)/python -m bench
 
 lint: setup
 	$(BIN)/ruff check .
+
+docs: setup
+	$(BIN)/python -m partner.docgen
 
 format: setup
 	$(BIN)/ruff format .

@@ -179,11 +179,52 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- sim ---------------------------------------------------------------------------------------
+
+
+def _sim_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="sim_command", metavar="ACTION", required=True)
+    replay = actions.add_parser(
+        "replay", help="replay a capture through the simulated device core",
+        description="Feed a pcap/pcapng file into one port of the simulated device core, "
+                    "programmed from a rules file (docs/rules.md); write one pcapng per host "
+                    "queue and per output port, and counters.json.")
+    replay.add_argument("capture", metavar="CAPTURE", help="pcap or pcapng file to replay")
+    replay.add_argument("--rules", required=True, metavar="RULES.json", help="flow rules file")
+    replay.add_argument("--port", type=int, default=0, help="ingress port (default 0)")
+    replay.add_argument("--out", default="build/replay", metavar="DIR",
+                        help="output folder (default build/replay)")
+    replay.add_argument("--width", type=int, choices=(1, 8), default=1,
+                        help="1: 1G ports (GMII), 8: 10G ports (XGMII)")
+    replay.add_argument("--entries", type=int, default=16, help="flow-table entries (16)")
+
+
+def _sim(args: argparse.Namespace) -> int:
+    try:
+        from partner.sim.replay import replay
+    except ImportError as error:
+        raise PartnerError(f"the simulator needs the 'sim' extra (pip install "
+                           f"'partner[sim]'): {error}") from None
+    counters = replay(args.capture, rules=args.rules, out=args.out, port=args.port,
+                      width=args.width, rules_entries=args.entries)
+    account = counters["account"]
+    print(f"replayed {account['frames_in']} frames into port {args.port}")
+    for name, count in account["delivered"].items():
+        keys = ", ".join(f"{k}: {v}" for k, v in counters["outputs"][name].items())
+        print(f"  {name:10} {count:6} frames  {keys}")
+    print(f"  {'forwarded':10} {account['forwarded']:6} frames")
+    for cause, count in account["dropped"].items():
+        print(f"  {'dropped':10} {count:6} frames  {cause}")
+    print(f"outputs and counters.json in {args.out}")
+    return 0
+
+
 SUBCOMMANDS: list[Subcommand] = [
     Subcommand("connect", "move data from one partner URL to another", _connect_arguments,
                _connect),
     Subcommand("demo", "run a short host-side data flow through several partners",
                _demo_arguments, _demo),
+    Subcommand("sim", "run the simulated device (partner sim replay ...)", _sim_arguments, _sim),
 ]
 
 
