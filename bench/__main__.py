@@ -6,7 +6,7 @@ import json
 import pathlib
 import sys
 
-BENCHMARKS = ["pvec"]
+BENCHMARKS = ["pvec", "datapath"]
 OUT = pathlib.Path(__file__).resolve().parent.parent / "build" / "bench"
 
 
