@@ -6,7 +6,7 @@ import json
 import pathlib
 import sys
 
-BENCHMARKS = ["pvec", "datapath"]
+BENCHMARKS = ["pvec", "datapath", "datapath_synth"]
 OUT = pathlib.Path(__file__).resolve().parent.parent / "build" / "bench"
 
 
@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     for name in args.names or BENCHMARKS:
         module = importlib.import_module(f"bench.{name}")
         result = module.run()
-        path = args.out / f"{name}.json"
+        path = args.out / f"{name.replace('_', '-')}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2) + "\n")
         print(f"{name}: wrote {path}")
