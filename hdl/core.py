@@ -218,7 +218,7 @@ class DeviceCore(wiring.Component):
             sources.append((EventKind.RX_ERROR, p, error_moved))
         for kind, blocks in ((EventKind.QUEUE_DROP, rx_queues), (EventKind.TX_DROP, tx_queues)):
             for unit, block in enumerate(blocks):
-                sources.append((kind, unit, getattr(block, "o_dropped", Const(0))))
+                sources.append((kind, unit, block.o_dropped))
         m.submodules.events = events = EventMerger([(kind, unit) for kind, unit, _ in sources])
         for i, (_, _, strobe) in enumerate(sources):
             m.d.comb += events.i_strobe[i].eq(strobe)

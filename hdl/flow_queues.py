@@ -45,7 +45,7 @@ from .wire import layout
 
 __all__ = ["LEN_BITS", "FlowQueues"]
 
-LEN_BITS = 14  # frame lengths, as in FRAME_META.length
+LEN_BITS = FRAME_META["length"].width  # frame lengths (14 bits)
 
 _ENQ_COUNTERS = data.StructLayout({"frames": 32, "bytes": 32, "drop_quota": 32,
                                    "drop_nobuf": 32})
@@ -90,6 +90,7 @@ class FlowQueues(wiring.Component):
     c_enq_frames, c_enq_bytes, c_drop_quota, c_drop_nobuf, c_deq_frames : ``Out(32)``
         Counters of flow ``c_flow`` one cycle earlier (wrapping).
     c_bytes_in_use : bytes of flow ``c_flow`` held in the buffer, one cycle later.
+    o_dropped : ``Out(1)``; a one-cycle strobe per frame dropped (quota or buffer).
     free_cells : cells not reserved by any frame.
     frames_queued : frames committed and not yet fully sent.
     alloc_error : sticky; the allocator was asked for a cell it did not have (never expected).
@@ -129,6 +130,7 @@ class FlowQueues(wiring.Component):
             "free_cells": Out(range(cells + 1)),
             "frames_queued": Out(range(cells + 1)),
             "alloc_error": Out(1),
+            "o_dropped": Out(1),
         })
 
     def elaborate(self, platform):
@@ -332,6 +334,9 @@ class FlowQueues(wiring.Component):
             enq_wr.data.bytes.eq(enq_old.bytes + Mux(s2_admitted, s2_len, 0)),
             enq_wr.data.drop_quota.eq(enq_old.drop_quota + ~s2_ok_quota),
             enq_wr.data.drop_nobuf.eq(enq_old.drop_nobuf + (s2_ok_quota & ~s2_ok_buf)),
+            # One cycle per frame dropped at its first beat (quota or buffer): the core's
+            # events and anything else that wants to notice drops as they happen.
+            self.o_dropped.eq(s2_valid & s2_start & ~s2_admitted),
         ]
 
         # -- scheduler and queue state ----------------------------------------------------------

@@ -23,4 +23,5 @@ def test_core_system(width):
     result = core_model(width).run(BENCH, env={"PARTNER_CORE_WIDTH": str(width)}, seed=1)
     names = {name.rsplit(".", 1)[1] for name in result.passed}
     assert names == {"demux_delivers_forwards_and_drops", "bad_frames_are_counted_not_delivered",
-                     "host_transmit_and_refused_settings"}
+                     "host_transmit_and_refused_settings", "fuzz_every_frame_is_accounted_for",
+                     "quota_drops_are_counted_and_raise_an_event"}

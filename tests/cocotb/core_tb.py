@@ -176,3 +176,108 @@ async def host_transmit_and_refused_settings(dut):
 
     status = await harness.control(raw_bad_counter)
     assert status["bad_counter_select"] == 1
+
+
+def fuzz_frames(rng, count):
+    """Random protocol mixes, then mutated: truncated, bytes flipped, bad FCS, runts, giants."""
+    from scapy.layers.inet import ICMP
+    from scapy.layers.inet6 import IPv6ExtHdrFragment
+
+    builders = [
+        lambda: udp(rng.choice((53, 80, 9000)), payload=bytes(rng.randrange(0, 1400))),
+        lambda: frame(Ether() / IP(flags=rng.choice((0, 1)), frag=rng.choice((0, 0, 5)))
+                      / TCP(dport=rng.randrange(65536)) / bytes(rng.randrange(0, 200))),
+        lambda: frame(Ether() / Dot1Q(vlan=rng.randrange(4096)) / Dot1Q(vlan=3) / IP()
+                      / UDP(dport=53) / bytes(rng.randrange(0, 100))),
+        lambda: frame(Ether() / IPv6() / IPv6ExtHdrFragment() / UDP(dport=53) / (b"f" * 30)),
+        lambda: frame(Ether() / IPv6() / TCP(dport=22) / bytes(rng.randrange(0, 300))),
+        lambda: frame(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP()),
+        lambda: frame(Ether() / IP() / ICMP() / bytes(rng.randrange(0, 64))),
+        lambda: frame(Ether(src=DROPPER) / IP() / UDP(dport=53)),
+        lambda: bytes(rng.getrandbits(8) for _ in range(rng.randrange(14, 200))),
+    ]
+    out = []
+    for _ in range(count):
+        data = bytearray(rng.choice(builders)())
+        mutation = rng.random()
+        if mutation < 0.15:
+            data = data[:rng.randrange(1, len(data) + 1)]
+        elif mutation < 0.30:
+            for _ in range(rng.randrange(1, 4)):
+                data[rng.randrange(len(data))] = rng.getrandbits(8)
+        elif mutation < 0.33:
+            data += bytes(1600)  # a giant at MTU 1500
+        out.append((bytes(data), rng.random() < 0.03))  # (frame, corrupt FCS)
+    return out
+
+
+@cocotb.test()
+async def fuzz_every_frame_is_accounted_for(dut):
+    import random
+
+    from cocotbext.eth import GmiiFrame, XgmiiFrame
+
+    harness, control = await bring_up(dut)
+    rng = random.Random(int(os.environ.get("PARTNER_FUZZ_SEED", "1")))
+    count = int(os.environ.get("PARTNER_FUZZ_FRAMES", "10000" if WIDTH == 8 else "2000"))
+    cls = GmiiFrame if WIDTH == 1 else XgmiiFrame
+    for index, (data, bad_fcs) in enumerate(fuzz_frames(rng, count)):
+        wire = cls.from_payload(data, min_len=0 if len(data) < 60 and index % 2 else 60)
+        if bad_fcs:
+            wire.data[-1] ^= 0x5A
+        await harness.sources[index % PORTS].send(wire)
+    for _ in range(count * 400 // 1000 + 100):
+        await harness.idle(1000)
+        if all(s.empty() for s in harness.sources):
+            break
+    await harness.idle(20000)  # let the queues drain
+
+    delivered = sum(len(harness.received(q)) for q in range(QUEUES + 1))
+    forwarded = sum(len(harness.transmitted(p)) for p in range(PORTS))
+    ports = [await harness.control(control.port_counters, p) for p in range(PORTS)]
+    mac_causes = ("rx_fcs_errors", "rx_runts", "rx_giants", "rx_phy_errors",
+                  "rx_preamble_errors")
+    assert sum(p["rx_frames"] + sum(p[c] for c in mac_causes) for p in ports) == count
+    device_drops = sum(p[c] for p in ports for c in (
+        "rx_fifo_overflows", "rx_lookup_backlog_drops", "rx_dropped_by_rule",
+        "rx_dropped_bad_action"))
+    queue_drops = 0
+    for q in range(QUEUES + 1):
+        for flow in range(RULES + 1):
+            c = await harness.control(control.queue_counters, tx=False, unit=q, flow=flow)
+            queue_drops += c["drop_quota"] + c["drop_nobuf"]
+    for p in range(PORTS):
+        for flow in range(control.tx_flows + PORTS):
+            c = await harness.control(control.queue_counters, tx=True, unit=p, flow=flow)
+            queue_drops += c["drop_quota"] + c["drop_nobuf"]
+    received = sum(p["rx_frames"] for p in ports)
+    assert delivered + forwarded + device_drops + queue_drops == received, (
+        delivered, forwarded, device_drops, queue_drops, received)
+    assert ports[0]["rx_dropped_by_rule"] + ports[1]["rx_dropped_by_rule"] > 0
+    assert sum(p["rx_fcs_errors"] for p in ports) > 0 and sum(p["rx_giants"] for p in ports) > 0
+
+
+@cocotb.test()
+async def quota_drops_are_counted_and_raise_an_event(dut):
+    harness, control = await bring_up(dut)
+    # Flow of the DNS rule (index 0) in host queue 1: room for one 1000-byte frame only.
+    await harness.control(control.configure_queue, tx=False, unit=1, flow=0, quota_bytes=1024)
+    before = await harness.control(control.queue_counters, tx=False, unit=1, flow=0)
+    harness.rx_ready_probability = 0.0  # the host is not reading: frames pile up
+    big = udp(53, payload=bytes(950))
+    for _ in range(3):
+        await harness.send(0, big)
+    def drop_events():
+        return [e for e in harness.events if e["kind"] == 2]
+
+    await wait_for(harness, lambda: sum(e["count"] for e in drop_events()) >= 2)
+    await harness.idle(1000)
+    assert {e["unit"] for e in drop_events()} == {1}
+    assert sum(e["count"] for e in drop_events()) == 2  # merged or not, each drop once
+    after = await harness.control(control.queue_counters, tx=False, unit=1, flow=0)
+    # Counters survive a reset (earlier tests ran on the same model): compare differences.
+    assert after["enq_frames"] - before["enq_frames"] == 1
+    assert after["drop_quota"] - before["drop_quota"] == 2
+    harness.rx_ready_probability = 1.0
+    await wait_for(harness, lambda: len(harness.host_queues[1].frames) == 1)
+    assert harness.received(1)[0].data == big
