@@ -1,0 +1,1 @@
+"""PCIe host adapter: TLP streams, BAR0 completer, DMA requesters, MSI-X, DMA engine."""

@@ -1,0 +1,1 @@
+"""Host driver for the PCIe device: rings, DMA buffers and the partner operations over a bus."""
