@@ -1,165 +1,46 @@
 """cocotb bench for the GMII MAC (GMIIMAC, run by tests/test_mac_gmii.py).
 
 The PHY side is cocotbext-eth's GmiiSource (into RX) and GmiiSink (out of TX); traffic is built
-with scapy. Stream beats are packed with the gateware's own ``packet_layout``.
+with scapy; the rest of the bench is shared with the XGMII one (mac_bench.py).
 """
 
 import random
-import struct
-import zlib
 
 import cocotb
-from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
-from cocotb.utils import get_sim_steps
+from cocotb.triggers import ClockCycles, RisingEdge
 from cocotbext.eth import GmiiFrame, GmiiSink, GmiiSource
-from scapy.layers.inet import IP, UDP
-from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
-from scapy.packet import Raw
+from mac_bench import (
+    PREAMBLE,
+    RxMonitor,
+    TxDriver,
+    counters,
+    fcs,
+    reset,
+    run_good,
+    run_rx,
+    tx_line_rate,
+    udp_frame,
+)
 
 from partner.hdl.mac.common import RX_COUNTERS, TX_COUNTERS
-from partner.hdl.stream import packet_layout
 
 WIDTH = 1
-LAYOUT = packet_layout(WIDTH)
 PERIOD_NS = 8
-BYTES_PER_CYCLE = 1
-PREAMBLE = b"\x55" * 7 + b"\xd5"
 
-
-# -- traffic -------------------------------------------------------------------------------------
-
-def udp_frame(rng, size, *, tags=(), v6=False):
-    """An Ether[/VLAN tags]/IP(v6)/UDP frame of ``size`` bytes without FCS."""
-    pkt = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:02")
-    for tpid, vid in tags:
-        pkt = pkt / (Dot1AD(vlan=vid) if tpid == 0x88A8 else Dot1Q(vlan=vid))
-    if v6:
-        pkt = pkt / IPv6(src="fd00::1", dst="fd00::2") / UDP(sport=4000, dport=4001)
-    else:
-        pkt = pkt / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=4000, dport=4001)
-    pad = size - len(pkt)
-    assert pad >= 0, f"{size} bytes is too short for these headers"
-    return bytes(pkt / Raw(rng.randbytes(pad)))
-
-
-def fcs(frame):
-    return struct.pack("<L", zlib.crc32(frame))
-
-
-# -- bench plumbing --------------------------------------------------------------------------------
 
 async def setup(dut, mtu=1500):
-    Clock(dut.clk, PERIOD_NS, unit="ns").start()
-    dut.rst.value = 1
-    dut.rx_mtu.value = mtu
-    dut.tx_i_stream__valid.value = 0
     dut.rx_phy__rxd.value = 0
     dut.rx_phy__rx_dv.value = 0
     dut.rx_phy__rx_er.value = 0
-    await ClockCycles(dut.clk, 4)
-    dut.rst.value = 0
-    await RisingEdge(dut.clk)
-
-
-def counters(dut, prefix, names):
-    return {name: getattr(dut, f"{prefix}_{name}").value.to_unsigned() for name in names}
-
-
-class RxMonitor:
-    """Collects (frame, drop) from the RX output; a beat is taken in every cycle it is valid."""
-
-    def __init__(self, dut):
-        self.dut = dut
-        self.frames = []
-        self._task = cocotb.start_soon(self._run())
-
-    async def _run(self):
-        dut, current = self.dut, bytearray()
-        while True:
-            await RisingEdge(dut.clk)
-            await ReadOnly()
-            if not dut.rx_o_stream__valid.value:
-                continue
-            beat = LAYOUT.from_bits(dut.rx_o_stream__payload.value.to_unsigned())
-            assert beat.first == (not current), "first flag out of place"
-            assert 1 <= beat.nbytes <= WIDTH and (beat.last or beat.nbytes == WIDTH)
-            current += beat.data.to_bytes(WIDTH, "little")[:beat.nbytes]
-            drop = bool(dut.rx_o_drop.value)
-            assert beat.last or not drop, "o_drop outside a last beat"
-            if beat.last:
-                self.frames.append((bytes(current), drop))
-                current = bytearray()
-
-
-class TxDriver:
-    """Feeds frames into the TX stream, valid whenever a beat is left (back to back).
-
-    ``holes`` holds (frame index, beat index) pairs: valid drops for one cycle when that beat
-    could be taken, which the MAC must treat as an underrun.
-    """
-
-    def __init__(self, dut):
-        self.dut = dut
-        self.beats = []
-
-    def add(self, frame, hole_at=None):
-        chunks = [frame[n:n + WIDTH] for n in range(0, len(frame), WIDTH)]
-        for n, chunk in enumerate(chunks):
-            bits = LAYOUT.const({"data": int.from_bytes(chunk, "little"), "nbytes": len(chunk),
-                                 "first": n == 0, "last": n == len(chunks) - 1}).as_bits()
-            self.beats.append((bits, n == hole_at))
-
-    async def run(self):
-        dut, beats = self.dut, self.beats
-        head, holed = 0, False
-        while head < len(beats):
-            await RisingEdge(dut.clk)
-            bits, hole = beats[head]
-            skip = hole and not holed and bool(dut.tx_i_stream__ready.value)
-            holed = holed or skip
-            dut.tx_i_stream__valid.value = 0 if skip else 1
-            dut.tx_i_stream__payload.value = bits
-            await ReadOnly()
-            if not skip and dut.tx_i_stream__ready.value:
-                head += 1
-                holed = False
-        await RisingEdge(dut.clk)
-        dut.tx_i_stream__valid.value = 0
-
-
-def expected_counts(causes, payload_bytes):
-    want = dict.fromkeys(RX_COUNTERS, 0)
-    names = {"fcs": "fcs_errors", "runt": "runts", "giant": "giants", "phy": "phy_errors",
-             "preamble": "preamble_errors", "ok": "frames_ok"}
-    for cause in causes:
-        want[names[cause]] += 1
-    want["bytes_ok"] = payload_bytes
-    return want
-
-
-async def run_rx(dut, source, cases):
-    """Send (GmiiFrame, cause, payload) cases; check output frames, drop flags and counters."""
-    monitor = RxMonitor(dut)
-    for frame, _, _ in cases:
-        await source.send(frame)
-    await source.wait()
-    await ClockCycles(dut.clk, 40)
-    outputs = [(payload, cause) for _, cause, payload in cases if payload is not None]
-    assert len(monitor.frames) == len(outputs), (len(monitor.frames), len(outputs))
-    for (got, drop), (payload, cause) in zip(monitor.frames, outputs, strict=True):
-        assert drop == (cause != "ok"), cause
-        if cause == "giant":
-            assert got == payload[:len(got)] and len(got) < len(payload)
-        else:
-            assert got == payload, cause
-    ok_bytes = sum(len(p) for _, c, p in cases if c == "ok")
-    assert counters(dut, "rx", RX_COUNTERS) == expected_counts([c for _, c, _ in cases], ok_bytes)
+    await reset(dut, PERIOD_NS, mtu)
 
 
 def good(payload):
     return (GmiiFrame.from_payload(payload, min_len=0), "ok", payload)
+
+
+def new_sink(dut):
+    return GmiiSink(dut.tx_phy__txd, dut.tx_phy__tx_er, dut.tx_phy__tx_en, dut.clk, dut.rst)
 
 
 # -- tests ---------------------------------------------------------------------------------------
@@ -194,21 +75,12 @@ async def rx_scapy_traffic(dut):
         (GmiiFrame(bad_preamble + (p := udp_frame(rng, 80)) + fcs(p)), "preamble", None),
         good(udp_frame(rng, 90)),
     ]
-    await run_rx(dut, source, cases)
+    await run_rx(dut, WIDTH, source, cases)
 
     # Gaps shrunk to a single idle cycle still separate frames.
     source.ifg = 1
-    before = counters(dut, "rx", RX_COUNTERS)
-    monitor = RxMonitor(dut)
     frames = [udp_frame(rng, rng.randint(60, 300)) for _ in range(20)]
-    for frame in frames:
-        await source.send(GmiiFrame.from_payload(frame, min_len=0))
-    await source.wait()
-    await ClockCycles(dut.clk, 40)
-    assert monitor.frames == [(f, False) for f in frames]
-    after = counters(dut, "rx", RX_COUNTERS)
-    assert after["frames_ok"] - before["frames_ok"] == 20
-    assert after["bytes_ok"] - before["bytes_ok"] == sum(map(len, frames))
+    await run_good(dut, WIDTH, source, frames, lambda f: GmiiFrame.from_payload(f, min_len=0))
 
 
 def random_case(rng):
@@ -242,7 +114,7 @@ async def rx_random(dut):
     await setup(dut)
     source = GmiiSource(dut.rx_phy__rxd, dut.rx_phy__rx_er, dut.rx_phy__rx_dv, dut.clk, dut.rst)
     rng = random.Random(5)
-    await run_rx(dut, source, [random_case(rng) for _ in range(200)])
+    await run_rx(dut, WIDTH, source, [random_case(rng) for _ in range(200)])
 
 
 @cocotb.test()
@@ -257,11 +129,11 @@ async def rx_jumbo(dut):
         good(udp_frame(rng, 9018, tags=[(0x8100, 9)])),
         good(udp_frame(rng, 60)),
     ]
-    await run_rx(dut, source, cases)
+    await run_rx(dut, WIDTH, source, cases)
     dut.rx_mtu.value = 1500
     await ClockCycles(dut.clk, 4)
     base = counters(dut, "rx", RX_COUNTERS)
-    monitor = RxMonitor(dut)
+    monitor = RxMonitor(dut, WIDTH)
     jumbo = udp_frame(rng, 9014)
     await source.send(GmiiFrame.from_payload(jumbo, min_len=0))
     await source.wait()
@@ -275,12 +147,12 @@ async def rx_jumbo(dut):
 async def tx_scapy_traffic_and_underrun(dut):
     """TX frames arrive at GmiiSink padded, with a good FCS; an underrun poisons one frame."""
     await setup(dut)
-    sink = GmiiSink(dut.tx_phy__txd, dut.tx_phy__tx_er, dut.tx_phy__tx_en, dut.clk, dut.rst)
+    sink = new_sink(dut)
     rng = random.Random(3)
     frames = [udp_frame(rng, n) for n in (42, 59, 60, 61, 100, 1514)]
     frames.append(udp_frame(rng, 300, v6=True))
     frames.append(udp_frame(rng, 1518, tags=[(0x8100, 3)]))
-    driver = TxDriver(dut)
+    driver = TxDriver(dut, WIDTH)
     for n, frame in enumerate(frames):
         driver.add(frame, hole_at=150 if n == 6 else None)  # the IPv6 frame runs dry
     await driver.run()
@@ -300,33 +172,16 @@ async def tx_scapy_traffic_and_underrun(dut):
         "underruns": 1}
 
 
-async def line_rate(dut, size, count=100):
-    sink = GmiiSink(dut.tx_phy__txd, dut.tx_phy__tx_er, dut.tx_phy__tx_en, dut.clk, dut.rst)
-    rng = random.Random(size)
-    driver = TxDriver(dut)
-    for _ in range(count):
-        driver.add(udp_frame(rng, size))
-    await driver.run()
-    received = [await sink.recv() for _ in range(count)]
-    assert all(rx.check_fcs() for rx in received)
-    step = get_sim_steps(PERIOD_NS, "ns") / BYTES_PER_CYCLE  # sim steps per byte time
-    span = (received[-1].sim_time_start - received[0].sim_time_start) / step
-    nominal = (count - 1) * (8 + max(size, 60) + 4 + 12)
-    occupancy = nominal / span
-    dut._log.info("TX %d-byte frames: wire occupancy %.5f of line rate", size + 4, occupancy)
-    assert occupancy >= 0.999, occupancy
-
-
 @cocotb.test()
 async def tx_line_rate_64(dut):
     await setup(dut)
-    await line_rate(dut, 60)
+    await tx_line_rate(dut, WIDTH, PERIOD_NS, new_sink(dut), 60)
 
 
 @cocotb.test()
 async def tx_line_rate_1518(dut):
     await setup(dut)
-    await line_rate(dut, 1514)
+    await tx_line_rate(dut, WIDTH, PERIOD_NS, new_sink(dut), 1514)
 
 
 @cocotb.test()
@@ -346,8 +201,8 @@ async def loopback(dut):
     frames = [udp_frame(rng, rng.choice([66, 67, 127, 128, 1514]),
                         tags=[(0x8100, 1)] * (n % 3 == 0), v6=n % 2 == 1) for n in range(30)]
     frames += [udp_frame(rng, n) for n in (42, 59, 60, 61, 64)]
-    monitor = RxMonitor(dut)
-    driver = TxDriver(dut)
+    monitor = RxMonitor(dut, WIDTH)
+    driver = TxDriver(dut, WIDTH)
     for frame in frames:
         driver.add(frame)
     await driver.run()
