@@ -25,7 +25,7 @@ Writes to read-only registers and accesses outside the map are ignored and flagg
 ``bad_access`` (a one-cycle strobe the design can make sticky in a status register).
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Array, Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -89,54 +89,48 @@ class RegisterBank(wiring.Component):
         bus = self.bus
         r_data = Signal(32)
         m.d.comb += bus.r_data.eq(r_data)
-        m.d.sync += r_data.eq(0)
 
-        sticky = {}
+        # One table of what each word address reads, is written into, and whether it exists;
+        # the read is one multiplexer over the readable words only (write-only and unmapped
+        # words read 0), and each writable word decodes its own address.
+        readable, known, writable = {}, [], []
         for reg in self.regmap:
-            if reg.access is Access.WO:
-                for stb in self._entries(reg, "_stb"):
-                    m.d.sync += stb.eq(0)
-            if reg.access is Access.RC:
-                bits = [Signal(32, name=f"{reg.name}_bits_{i}") for i in range(reg.count)]
-                sticky[reg.name] = bits
-                for bit, source in zip(bits, self._entries(reg, "_set"), strict=True):
-                    m.d.sync += bit.eq(bit | source)
+            entries = self._entries(reg, "_set" if reg.access is Access.RC else "")
+            for index, entry in enumerate(entries):
+                addr = reg.address(index) // 4
+                known.append(addr)
+                hit = bus.addr == addr
+                if reg.access is Access.RO:
+                    readable[addr] = entry
+                elif reg.access is Access.RW:
+                    readable[addr] = entry
+                    writable.append(addr)
+                    with m.If(bus.w_stb & hit):
+                        m.d.sync += entry.eq(bus.w_data)
+                elif reg.access is Access.WO:
+                    writable.append(addr)
+                    stb = self._entries(reg, "_stb")[index]
+                    m.d.sync += stb.eq(bus.w_stb & hit)
+                    with m.If(bus.w_stb & hit):
+                        m.d.sync += entry.eq(bus.w_data)
+                elif reg.access is Access.RC:
+                    # Sticky bits: a read returns them and clears them, except the bits set in
+                    # that same cycle, which are kept for the next read.
+                    bits = Signal(32, name=f"{reg.name}_bits_{index}")
+                    readable[addr] = bits
+                    with m.If(bus.r_stb & hit):
+                        m.d.sync += bits.eq(entry)
+                    with m.Else():
+                        m.d.sync += bits.eq(bits | entry)
 
-        known = Signal()
-        writable = Signal()
-        with m.Switch(bus.addr):
-            for reg in self.regmap:
-                for index in range(reg.count):
-                    with m.Case(reg.address(index) // 4):
-                        m.d.comb += known.eq(1)
-                        self._decode(m, reg, index, r_data, sticky, writable)
+        words = Array(readable.get(addr, Const(0, 32)) for addr in range(1 << self.addr_width))
+        m.d.sync += r_data.eq(Mux(bus.r_stb, words[bus.addr], 0))
+
+        def member_of(addresses):
+            table = sum(1 << a for a in addresses)
+            return Const(table, 1 << self.addr_width).bit_select(bus.addr, 1)
+
         m.d.comb += self.bad_access.eq(
-            (bus.r_stb & ~known) | (bus.w_stb & ~(known & writable))
+            (bus.r_stb & ~member_of(known)) | (bus.w_stb & ~member_of(writable))
         )
         return m
-
-    def _decode(self, m, reg, index, r_data, sticky, writable):
-        bus = self.bus
-        if reg.access is Access.RO:
-            with m.If(bus.r_stb):
-                m.d.sync += r_data.eq(self._entries(reg)[index])
-        elif reg.access is Access.RW:
-            m.d.comb += writable.eq(1)
-            value = self._entries(reg)[index]
-            with m.If(bus.r_stb):
-                m.d.sync += r_data.eq(value)
-            with m.If(bus.w_stb):
-                m.d.sync += value.eq(bus.w_data)
-        elif reg.access is Access.WO:
-            m.d.comb += writable.eq(1)
-            with m.If(bus.w_stb):
-                m.d.sync += [
-                    self._entries(reg)[index].eq(bus.w_data),
-                    self._entries(reg, "_stb")[index].eq(1),
-                ]
-        elif reg.access is Access.RC:
-            bits = sticky[reg.name][index]
-            source = self._entries(reg, "_set")[index]
-            with m.If(bus.r_stb):
-                m.d.sync += [r_data.eq(bits), bits.eq(source)]
-

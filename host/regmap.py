@@ -130,7 +130,7 @@ REGISTERS = RegisterMap(
                  reset=1500),
         Register("default_action", Access.RW, "action for frames no rule matches", ACTION,
                  reset=ACTION.pack(kind=ActionKind.HOST, queue=0, demux_key=0)),
-        Register("rule_data", Access.RW, "a staged `flow_rule`, word 0 = bits 31:0",
+        Register("rule_data", Access.WO, "a staged `flow_rule`, word 0 = bits 31:0 (reads 0)",
                  count=RULE_WORDS),
         Register("rule_write", Access.WO, "install the staged rule at an entry", RULE_WRITE),
         Register("queue_config", Access.RW, "staged per-flow queue settings", QUEUE_CONFIG),
