@@ -271,6 +271,7 @@ class DmaDeviceModel(PcieBus):
         self.values["ident"] = [DMA_IDENT]
         self.values["version"] = [DMA_FORMAT_VERSION]
         self.values["config"] = [self.config]
+        self.values["max_chunks"] = [self.max_chunks_built]
         self.status = 0
         self.rx = [_Ring() for _ in range(core.queues + 1)]
         self.tx = [_Ring() for _ in range(DMA_CONFIG.unpack(self.config)["tx_rings"])]
