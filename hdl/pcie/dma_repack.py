@@ -1,0 +1,104 @@
+# Byte re-cutter of the DMA engine: a byte stream in, packets of commanded lengths out. It cuts an
+# RX frame into the pieces that fill a pvec's chunks (any byte length each), and glues a TX pvec's
+# chunks (any byte length each) into one frame. Stream format: partner.hdl.stream.
+"""Repacker: packets of commanded lengths from a byte stream.
+
+``i`` is read as a plain byte stream: the ``nbytes`` bytes of each beat (from lane 0) follow the
+bytes of the beat before, whatever ``first``/``last`` say, and any beat may be short (the chunks
+of a TX pvec arrive as packets of any length back to back).
+
+Each command on ``cmd`` is a ``length`` (at least 1) of bytes taken from that stream, in order:
+emitted on ``o`` as one packet (bytes packed from lane 0, every beat full but the last) or, with
+``discard``, consumed silently (the tail of a truncated RX frame).
+
+The repacker pulls from ``i`` only the bytes that commands already accepted will use, give or
+take the rest of the beat that holds the last of them: it never reads into a frame no command
+asked for (an RX frame that found no usable pvec stays queued in the core). The caller keeps the
+commands and the input consistent: the commands of one input frame add up to its length.
+
+Throughput: one output beat per cycle, including across the beats of the input (a two-beat
+window: ``buffer`` holds up to ``2 * width_bytes`` bytes); one idle cycle per command.
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..stream import PacketStream, keep_mask
+
+__all__ = ["Repacker", "repack_command_layout"]
+
+
+def repack_command_layout(len_bits: int = 16) -> data.StructLayout:
+    return data.StructLayout({"length": len_bits, "discard": 1})
+
+
+class Repacker(wiring.Component):
+    """Cut the byte stream ``i`` into the packets ``cmd`` asks for, ``width_bytes`` per beat."""
+
+    def __init__(self, width_bytes: int, len_bits: int = 16):
+        if width_bytes < 1 or width_bytes & (width_bytes - 1):
+            raise ValueError(f"width_bytes must be a power of two, not {width_bytes!r}")
+        if not 1 <= len_bits <= 24:
+            raise ValueError(f"len_bits must be 1..24, not {len_bits!r}")
+        self.width_bytes, self.len_bits = width_bytes, len_bits
+        super().__init__({
+            "cmd": In(stream.Signature(repack_command_layout(len_bits))),
+            "i": In(PacketStream(width_bytes)),
+            "o": Out(PacketStream(width_bytes)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        wb = self.width_bytes
+        buffer = Signal(16 * wb)
+        count = Signal(range(2 * wb + 1))  # bytes held in `buffer`, from lane 0
+        left = Signal(self.len_bits)  # bytes of the current command not yet emitted
+        discard = Signal()
+        first = Signal()
+        # Bytes commanded but not yet pulled from `i`: may go negative by less than one beat,
+        # when the beat holding a command's last byte also holds the next command's first.
+        credit = Signal(range(-2 * wb, 2 ** self.len_bits + 1))
+
+        active = left != 0
+        take = Signal(range(wb + 1))
+        m.d.comb += take.eq(Mux(left < wb, left, wb))
+        can_out = active & (count >= take)
+        fire = Signal()
+        m.d.comb += [
+            self.o.valid.eq(can_out & ~discard),
+            self.o.payload.data.eq(buffer[:8 * wb]),
+            self.o.payload.nbytes.eq(take),
+            self.o.payload.first.eq(first),
+            self.o.payload.last.eq(left == take),
+            fire.eq(can_out & (discard | self.o.ready)),
+            self.busy.eq(active),
+        ]
+        consumed = Mux(fire, take, 0)
+        after = Signal(range(2 * wb + 1))
+        m.d.comb += after.eq(count - consumed)
+        pull = Signal()
+        m.d.comb += [pull.eq((credit > 0) & (after <= wb)), self.i.ready.eq(pull)]
+        got = self.i.valid & pull
+        incoming = Mux(got, self.i.payload.data & _byte_mask(self.i.payload.nbytes, wb), 0)
+        m.d.sync += [
+            buffer.eq((buffer >> (consumed * 8)) | (incoming << (after * 8))),
+            count.eq(after + Mux(got, self.i.payload.nbytes, 0)),
+        ]
+
+        added = Mux(self.cmd.valid & self.cmd.ready, self.cmd.payload.length, 0)
+        m.d.sync += credit.eq(credit + added - Mux(got, self.i.payload.nbytes, 0))
+        m.d.comb += self.cmd.ready.eq(~active)
+        with m.If(self.cmd.valid & ~active):
+            m.d.sync += [left.eq(self.cmd.payload.length), discard.eq(self.cmd.payload.discard),
+                         first.eq(1)]
+        with m.Elif(fire):
+            m.d.sync += [left.eq(left - take), first.eq(0)]
+        return m
+
+
+def _byte_mask(nbytes, wb):
+    """All-ones bytes for lanes below ``nbytes`` (the don't-care lanes of a short beat -> 0)."""
+    keep = keep_mask(nbytes, wb)
+    return Cat(*(keep[lane].replicate(8) for lane in range(wb)))
