@@ -80,70 +80,80 @@ MAX_TX_FLOWS = MAX_FLOWS  # TX flows a descriptor can name per port
 _CHUNKS_BITS = INDEX_BITS  # a chain that is too long may be as long as the ring
 
 
-class RxStatus(enum.IntEnum):
-    """How an RX completion ended. Only OK and TRUNCATED carry frame data."""
-
-    OK = 0  # the frame is in the pvec, `length` bytes
-    TRUNCATED = 1  # the frame was longer than the pvec: its first bytes fill the pvec,
-    # `length` is the frame's full length (the buffer was too small)
-    ZERO_LENGTH = 2  # a free descriptor of the pvec had length 0: no data, the pvec is returned
-    TOO_MANY_CHUNKS = 3  # the pvec's chain was longer than `max_chunks`: returned unused
-    DMA_ERROR = 4  # reading the free descriptors failed (UR/CA/timeout): returned unused
+def _coded(name: str, doc: str, codes, base=enum.IntEnum):
+    """An enum whose members carry their meaning (`meanings[name]`), for docs/dma.md."""
+    cls = base(name, {n: v for n, v, _ in codes})
+    cls.__doc__ = doc
+    cls.meanings = {n: text for n, _, text in codes}
+    return cls
 
 
-class TxStatus(enum.IntEnum):
-    """How a TX pvec ended. Anything but OK means nothing was sent (never a partial frame)."""
+RxStatus = _coded("RxStatus", "How an RX completion ended. Only OK and TRUNCATED carry data.", [
+    ("OK", 0, "the frame is in the pvec, `length` bytes"),
+    ("TRUNCATED", 1, "the frame was longer than the pvec (the buffers were too small): its "
+                     "first bytes fill the pvec, `length` is the frame's full length"),
+    ("ZERO_LENGTH", 2, "a free descriptor of the pvec had length 0: no data, the pvec comes back"),
+    ("TOO_MANY_CHUNKS", 3, "the pvec's chain was longer than `max_chunks`: it comes back unused"),
+    ("DMA_ERROR", 4, "a free descriptor read failed (UR, CA, timeout): every descriptor posted "
+                     "up to the tail comes back unused (where the chain ended is unknown)"),
+])
 
-    OK = 0
-    ZERO_LENGTH = 1  # a chunk of length 0, or a pvec of 0 bytes
-    OVERSIZE = 2  # `total_length` above the `tx_max_length` register
-    TOO_MANY_CHUNKS = 3  # a chain longer than `max_chunks`
-    DMA_ERROR = 4  # a descriptor or data read completed with UR or CA, or timed out
-    BAD_PORT = 5  # `port` is not a port of this build
-    BAD_FLOW = 6  # `flow` is not below the core's `tx_flows`
-    LENGTH_MISMATCH = 7  # the chunks do not add up to `total_length`
+TxStatus = _coded("TxStatus", "How a TX pvec ended. Anything but OK sent nothing (never a "
+                              "partial frame).", [
+    ("OK", 0, "handed to the core (whose TX queue may still drop it: a TX_DROP event)"),
+    ("ZERO_LENGTH", 1, "a chunk of length 0, or `total_length` 0"),
+    ("OVERSIZE", 2, "`total_length` above the `tx_max_length` register"),
+    ("TOO_MANY_CHUNKS", 3, "a chain longer than `max_chunks`"),
+    ("DMA_ERROR", 4, "a descriptor or payload read completed with UR or CA, or timed out (a "
+                     "descriptor read error gives back everything posted up to the tail)"),
+    ("BAD_PORT", 5, "`port` is not a port of this build"),
+    ("BAD_FLOW", 6, "`flow` is not below the core's `tx_flows`"),
+    ("LENGTH_MISMATCH", 7, "the chunks do not add up to `total_length`"),
+])
 
+TxFlag = _coded("TxFlag", "TX descriptor `attrs` bits (first descriptor of a pvec).", [
+    ("NOTIFY", 1 << 0, "signal this pvec's completion at once, bypassing interrupt moderation"),
+], enum.IntFlag)
 
-class TxFlag(enum.IntFlag):
-    """TX descriptor `attrs`: data attributes for the device (first descriptor of a pvec)."""
+DmaAgent = _coded("DmaAgent", "Which read of the engine failed (`value` of a DMA_ERROR event).", [
+    ("RX_FREE", 0, "an RX free descriptor read"),
+    ("TX_DESCRIPTOR", 1, "a TX descriptor read"),
+    ("TX_DATA", 2, "a TX payload read"),
+])
 
-    NOTIFY = 1 << 0  # signal this pvec's completion at once, bypassing interrupt moderation
+DmaCounter = _coded("DmaCounter", "The engine's counters, `counter[i]` (each can raise "
+                                  "COUNTER_THRESHOLD).", [
+    ("RX_FRAMES", 0, "RX completions with status OK or TRUNCATED"),
+    ("RX_BYTES", 1, "bytes written into RX pvecs"),
+    ("TX_FRAMES", 2, "TX pvecs handed to the core"),
+    ("TX_BYTES", 3, "their bytes"),
+    ("RX_ERRORS", 4, "RX completions with an error status"),
+    ("TX_ERRORS", 5, "TX completions with an error status"),
+    ("RX_TRUNCATED", 6, "RX completions with status TRUNCATED"),
+    ("DMA_ERRORS", 7, "reads that completed with UR or CA, or timed out"),
+    ("EVENTS_LOST", 8, "events not written because the event ring was full or off"),
+])
 
-
-class DmaAgent(enum.IntEnum):
-    """Which of the engine's reads failed (event `value` of a DMA_ERROR)."""
-
-    RX_FREE = 0  # an RX free descriptor read
-    TX_DESCRIPTOR = 1  # a TX descriptor read
-    TX_DATA = 2  # a TX payload read
-
-
-class DmaCounter(enum.IntEnum):
-    """The engine's counters, `counter[i]`; each can raise COUNTER_THRESHOLD (see registers)."""
-
-    RX_FRAMES = 0  # RX completions with status OK or TRUNCATED
-    RX_BYTES = 1  # bytes written into RX pvecs
-    TX_FRAMES = 2  # TX pvecs sent
-    TX_BYTES = 3
-    RX_ERRORS = 4  # RX completions with an error status (descriptor or DMA errors)
-    TX_ERRORS = 5  # TX completions with an error status
-    RX_TRUNCATED = 6
-    DMA_ERRORS = 7  # reads that completed with UR or CA, or timed out
-    EVENTS_LOST = 8  # events not written because the event ring was full
-
-
-# The core's events keep their numbers; the engine's own follow from 8 (room for the core's).
-_DMA_KINDS = {
-    "RX_DESC_ERROR": 8,  # unit: RX ring; status: RxStatus; index: first descriptor of the pvec
-    "TX_DESC_ERROR": 9,  # unit: TX ring; status: TxStatus; index: first descriptor of the pvec
-    "DMA_ERROR": 10,  # unit: ring; status: CompletionStatus (7: timeout); index: descriptor;
-    # value: DmaAgent
-    "COUNTER_THRESHOLD": 11,  # unit: DmaCounter; value: the counter (low 32 bits)
-    "EVENTS_LOST": 12,  # count: events dropped while the event ring was full
-    "RESET_DONE": 13,  # the first event after an engine reset
+# The core's events keep their numbers (partner.formats.EventKind); the engine's own follow from
+# 8, leaving room for the core's. What `unit`, `status`, `index` and `value` mean, per kind:
+_CORE_EVENT_MEANINGS = {
+    "LINK_UP": "unit: the port that received its first good frame",
+    "RX_ERROR": "unit: the port that dropped a frame (MAC error, FIFO overflow, lookup backlog)",
+    "QUEUE_DROP": "unit: the host queue whose flow queues dropped a frame (quota or buffer)",
+    "TX_DROP": "unit: the port whose transmit queues dropped a frame",
 }
-DmaEvent = enum.IntEnum("DmaEvent", {**{k.name: k.value for k in EventKind}, **_DMA_KINDS})
-DmaEvent.__doc__ = "Event ring `kind`: the core's `EventKind` values, then the engine's own."
+assert set(_CORE_EVENT_MEANINGS) == {k.name for k in EventKind}, "a core event is undocumented"
+DmaEvent = _coded("DmaEvent", "Event ring `kind`: the core's `EventKind` values, then the "
+                              "engine's own.", [
+    *[(k.name, k.value, _CORE_EVENT_MEANINGS[k.name]) for k in EventKind],
+    ("RX_DESC_ERROR", 8, "unit: RX ring; status: RxStatus; index: the pvec's first descriptor"),
+    ("TX_DESC_ERROR", 9, "unit: TX ring; status: TxStatus; index: the pvec's first descriptor"),
+    ("DMA_ERROR", 10, "unit: ring; status: PCIe completion status (UR 1, CA 4; 7: timeout); "
+                      "index: descriptor; value: DmaAgent"),
+    ("COUNTER_THRESHOLD", 11, "unit: DmaCounter; value: the counter (low 32 bits)"),
+    ("EVENTS_LOST", 12, "count: events dropped while the event ring was full"),
+    ("RESET_DONE", 13, "the first event after an engine reset (and after power-up)"),
+])
 DMA_TIMEOUT = 7  # DMA_ERROR `status` of a read that never completed (not a PCIe completion
 # status: those are partner.tlp.CompletionStatus, UR = 1 and CA = 4)
 
