@@ -291,9 +291,11 @@ class TlpChecker:
             self.counts["writes"] += 1
             if self.is_msi_address(address):
                 cap = f.msix_cap
-                if not cap.msix_enable or cap.msix_function_mask:
-                    self.fail("an MSI-X message while MSI-X is disabled or the function is "
-                              "masked (§6.1.4.5)", image)
+                if not cap.msix_enable:
+                    self.fail("an MSI-X message while MSI-X is disabled (§6.1.4)", image)
+                if cap.msix_function_mask:
+                    self.fail("an MSI-X message while the function is masked (§6.1.4.5)",
+                              image)
                 if length != 1 or dw1["first_be"] != 0xF:
                     self.fail("an MSI-X message is one whole dword", image)
                 self.counts["msix"] += 1
