@@ -1,18 +1,23 @@
-"""Generate docs/registers.md from the one definition of the register map and the formats.
+"""Generate the format and register documentation from their one definition.
 
-    python -m partner.docgen [PATH]     (default: docs/registers.md of the checkout)
+    python -m partner.docgen [DOCS]     (default: the docs/ folder of the checkout)
 
-tests/test_docs.py fails when the committed file differs from what this writes, so the document
-cannot drift from `partner.regmap` and `partner.formats`.
+writes DOCS/registers.md whole, and refreshes the generated sections of DOCS/dma.md (the text
+between ``<!-- generated: NAME -->`` and ``<!-- end generated -->``; the prose around them is
+written by hand). tests/test_docs.py fails when a committed file differs from what this writes,
+so the documents cannot drift from `partner.regmap`, `partner.formats` and `partner.pcie.formats`.
 """
 
+import re
 import sys
 from pathlib import Path
 
 from .formats import ACTION, EVENT, FLOW_KEY, FLOW_RULE, FRAME_META, KeyFlag
+from .pcie import formats as dma
+from .pcie.bar import BAR0
 from .regmap import COUNTER_NAMES, COUNTER_SETTLE_CYCLES, REGISTERS, CounterBlock
 
-__all__ = ["registers_markdown"]
+__all__ = ["dma_markdown", "dma_sections", "fill_sections", "registers_markdown"]
 
 HEADER = """\
 # Registers and formats
@@ -51,12 +56,80 @@ def registers_markdown() -> str:
     return "\n".join(parts) + "\n"
 
 
+_SECTION = re.compile(r"(<!-- generated: ([\w-]+) -->\n)(.*?)(<!-- end generated -->)", re.S)
+
+
+def fill_sections(text: str, sections: dict[str, str]) -> str:
+    """`text` with the body of every generated section replaced; every section of `sections`
+    must appear once, and every marker must name one of them."""
+    seen = []
+
+    def body(match):
+        name = match.group(2)
+        if name not in sections:
+            raise ValueError(f"unknown generated section {name!r}; known: {', '.join(sections)}")
+        seen.append(name)
+        return match.group(1) + sections[name].rstrip("\n") + "\n" + match.group(4)
+
+    out = _SECTION.sub(body, text)
+    missing = [name for name in sections if seen.count(name) != 1]
+    if missing:
+        raise ValueError(f"generated sections missing or repeated: {', '.join(missing)}")
+    return out
+
+
+def _codes(cls) -> str:
+    lines = [f"`{cls.__name__}`: {cls.__doc__}", "", "| value | name | meaning |", "|---|---|---|"]
+    for member in cls:
+        lines.append(f"| {int(member)} | `{member.name}` | {cls.meanings[member.name]} |")
+    return "\n".join(lines)
+
+
+def dma_sections() -> dict[str, str]:
+    """The generated sections of docs/dma.md, by name."""
+    limits = [
+        ("MAX_RX_RINGS", dma.MAX_RX_RINGS, "RX rings: host queues plus the slow-path queue"),
+        ("MAX_TX_RINGS", dma.MAX_TX_RINGS, "TX rings"),
+        ("MAX_CHUNKS", dma.MAX_CHUNKS, "chunks in one pvec"),
+        ("MAX_RING_LOG2", dma.MAX_RING_LOG2, "a ring has at most 2**MAX_RING_LOG2 entries"),
+        ("INDEX_BITS", dma.INDEX_BITS, "width of the free-running ring indices"),
+        ("RING_ALIGN", dma.RING_ALIGN, "ring base addresses are multiples of this"),
+        ("MAX_COUNTERS", dma.MAX_COUNTERS, "`counter` and `counter_threshold` registers"),
+        ("DMA_IDENT", f"{dma.DMA_IDENT:#010x}", "the `ident` register"),
+        ("DMA_FORMAT_VERSION", dma.DMA_FORMAT_VERSION, "the `version` register"),
+    ]
+    entries = (dma.RX_FREE, dma.RX_COMPLETION, dma.TX_DESCRIPTOR, dma.TX_COMPLETION,
+               dma.EVENT_ENTRY)
+    return {
+        "limits": "\n".join(["| constant | value | meaning |", "|---|---|---|"] +
+                            [f"| `{n}` | {v} | {m} |" for n, v, m in limits]),
+        "entries": "\n\n".join(
+            ["| entry | bytes | ring |\n|---|---|---|\n" + "\n".join(
+                f"| `{s.name}` | {s.nbytes} | {ring} |" for s, ring in zip(entries, (
+                    "RX free (host writes)", "RX completion (device writes)",
+                    "TX (host writes)", "TX completion (device writes)",
+                    "events (device writes)"), strict=True))] +
+            [s.markdown() for s in entries]),
+        "codes": "\n\n".join(_codes(cls) for cls in (
+            dma.RxStatus, dma.TxStatus, dma.TxFlag, dma.DmaEvent, dma.DmaAgent, dma.DmaCounter)),
+        "registers": (f"At BAR0 offset {BAR0.dma.offset:#06x}; offsets below are relative to "
+                      "it.\n\n" + dma.DMA_REGISTERS.markdown()),
+    }
+
+
+def dma_markdown(text: str) -> str:
+    """docs/dma.md (`text`, as committed) with its generated sections brought up to date."""
+    return fill_sections(text, dma_sections())
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    default = Path(__file__).resolve().parent.parent / "docs" / "registers.md"
-    path = Path(argv[0]) if argv else default
-    path.write_text(registers_markdown())
-    print(f"wrote {path}")
+    docs = Path(argv[0]) if argv else Path(__file__).resolve().parent.parent / "docs"
+    (docs / "registers.md").write_text(registers_markdown())
+    print(f"wrote {docs / 'registers.md'}")
+    path = docs / "dma.md"
+    path.write_text(dma_markdown(path.read_text()))
+    print(f"refreshed the generated sections of {path}")
     return 0
 
 
