@@ -483,6 +483,8 @@ def test_misuse_gets_clear_errors():
     p.free()
     with pytest.raises(BufferOpError):
         p.free()
+    with pytest.raises(BufferOpError, match="freed"):
+        dev.push(key, {}, p)
     with pytest.raises(ValueError, match="buffer_size"):
         PcieDevice(DmaDeviceModel(), buffer_size=20000)
     dev.shutdown()

@@ -30,7 +30,7 @@ import itertools
 
 from ..buffers import Buffer, BufferPool
 from ..device_control import DeviceControl, DeviceError
-from ..errors import FlowAttributeError, PartnerError, WouldBlock
+from ..errors import BufferOpError, FlowAttributeError, PartnerError, WouldBlock
 from ..formats import ActionKind
 from ..partner import Direction, Flow, Message, Mode, Partner
 from ..pvec import Chunk, Pvec
@@ -523,6 +523,9 @@ class PcieDevice(Partner):
             buffer = chunk.aggregate
             if type(buffer) is not Buffer or buffer.pool is not pool or chunk.view.readonly:
                 return None
+            if buffer.refs <= 0:
+                raise BufferOpError(f"push of a chunk in buffer {buffer.index} of {self.name!r}, "
+                                    "which was freed: the device would read reused memory")
             offset = _address_of(chunk.view) - base
             if not buffer.offset <= offset <= buffer.offset + size - n:
                 return None
