@@ -8,7 +8,8 @@ MMIO), not a PCIe link:
   with 256 `pull()` calls, or with one `pull_many(256)`, each pvec freed after it is taken (so
   its buffer goes back to the free ring). `host_batch_speedup` is their ratio (limit 2.0).
 - `tx_push_fps` / `tx_push_many_fps` and `tx_batch_speedup`: the same for 256 zero-copy pushes
-  of device buffers (informative, no limit).
+  of device buffers (informative, no limit). The model's engine runs inside the TX doorbell
+  write, so these figures include its per-frame work and understate the host's batch saving.
 
 Only the host calls are timed: the model is fed the frames between timed sections. Each figure
 is the best of `ROUNDS` rounds, and the two ways alternate, so background load on a shared

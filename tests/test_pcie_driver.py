@@ -79,6 +79,7 @@ def test_frames_arrive_with_their_flows_demux_key_and_attributes():
     model, dev = device()
     dns = dev.open("eth/ipv4/udp", "dst_port=53")
     web = dev.open("eth/ipv4/udp", "dst_port=80")
+    assert dev.flow(dns).state.queue != dev.flow(web).state.queue  # two queues, two RX rings
     frames = [(udp(53, b"a" * 30), 0), (udp(80, b"b" * 40), 1), (udp(99), 0), (udp(53), 1)]
     results = [model.receive(f, p) for f, p in frames]
     assert results == ["queued", "queued", "dropped", "queued"]  # no flow: the default drops
