@@ -83,7 +83,7 @@ def test_single_source_passes_through():
     assert times[-1] - times[0] == len(times) - 1
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
+@pytest.mark.filterwarnings("ignore::amaranth.hdl._ir.UnusedElaboratable")
 def test_needs_a_source():
     with pytest.raises(ValueError, match="at least one source"):
         RequestArbiter(64, 0)

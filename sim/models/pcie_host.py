@@ -14,7 +14,9 @@ does not import Amaranth or cocotbext-pcie (the real root complex is used by the
   address order within a request but out of order between tags, after a random delay;
 - ``ur_rate`` / ``ca_rate`` end a request with an Unsupported Request / Completer Abort
   completion (after some successful ones, at random); ``drop_rate`` never answers a request
-  (the requester's completion timeout must fire);
+  (the requester's completion timeout must fire); ``malformed_rate`` sends, now and then, an
+  extra completion with a wrong Byte Count (the requester must discard it); ``timeout`` is the
+  requester's completion timeout, after which the tag of an unanswered request may be reused;
 - every request is checked, and a violation raises `ProtocolError` from the testbench: payload
   within Max_Payload_Size, reads within Max_Read_Request_Size, no 4 KiB crossing (§2.2.7), a
   tag not outstanding and below the device's limit (§2.2.6.2), byte enable rules (§2.2.5),
@@ -199,6 +201,7 @@ class _Read:
     error_at: int = 0  # send the error status instead of the completion starting here
     sent: int = 0  # bytes completed so far
     dropped: bool = False
+    issued: int = 0
 
 
 @dataclass
@@ -209,6 +212,7 @@ class _Stats:
     read_bytes: int = 0
     write_bytes: int = 0
     errors_sent: int = 0
+    malformed_sent: int = 0
     write_log: list = field(default_factory=list)
 
 
@@ -221,7 +225,8 @@ class PcieHost:
                  requester_id: int = 0x0100, completer_id: int = 0x0000,
                  delay: tuple[int, int] = (20, 60), req_ready: float = 1.0,
                  cpl_valid: float = 1.0, ur_rate: float = 0.0, ca_rate: float = 0.0,
-                 drop_rate: float = 0.0, header_dw: int | None = None):
+                 drop_rate: float = 0.0, malformed_rate: float = 0.0,
+                 timeout: int | None = None, header_dw: int | None = None):
         if rcb not in (64, 128):
             raise ValueError(f"the read completion boundary is 64 or 128 bytes, not {rcb}")
         for name, size in (("mps", mps), ("mrrs", mrrs)):
@@ -237,6 +242,8 @@ class PcieHost:
         self.delay = delay
         self.req_ready, self.cpl_valid = req_ready, cpl_valid
         self.ur_rate, self.ca_rate, self.drop_rate = ur_rate, ca_rate, drop_rate
+        self.malformed_rate = malformed_rate
+        self.timeout = timeout
         self.header_dw = header_dw
         self.bus_master = True
         self.cycle = 0
@@ -332,8 +339,14 @@ class PcieHost:
             tag = dw1["tag"]
             if tag >= self.tags:
                 raise ProtocolError(f"tag {tag} outside the device's {self.tags} tags")
-            if tag in self.outstanding:
-                raise ProtocolError(f"tag {tag} reused before its last completion")
+            old = self.outstanding.get(tag)
+            if old is not None:
+                # A request that is never answered may be given up after the requester's
+                # completion timeout (§2.8); reusing its tag earlier is an error.
+                if not (old.dropped and self.timeout is not None
+                        and self.cycle - old.issued >= self.timeout):
+                    raise ProtocolError(f"tag {tag} reused before its last completion")
+                del self.outstanding[tag]
             self._start_read(tag, start, end)
         else:
             if 4 * length > self.mps:
@@ -354,7 +367,7 @@ class PcieHost:
 
     def _start_read(self, tag, start, end):
         due = self.cycle + self.rng.randint(*self.delay)
-        read = _Read(tag, start, end, due)
+        read = _Read(tag, start, end, due, issued=self.cycle)
         roll = self.rng.random()
         if roll < self.drop_rate:
             read.dropped = True
@@ -413,6 +426,13 @@ class PcieHost:
         first_dw, end_dw = addr & ~3, (stop + 3) & ~3
         data = bytearray(self.rng.randbytes(end_dw - first_dw))  # bytes outside: garbage
         data[addr - first_dw:stop - first_dw] = self.memory.read(addr, stop - addr)
+        if self.rng.random() < self.malformed_rate:
+            # An extra completion whose Byte Count is wrong: the requester must discard it.
+            self.stats.malformed_sent += 1
+            hdr = self.completion_header(tag=read.tag, status=CompletionStatus.SC,
+                                         byte_count=remaining + 4, lower_address=addr,
+                                         length_dw=(end_dw - first_dw) // 4)
+            return tlp_beats(self.layout, self.width, hdr, bytes(data))
         hdr = self.completion_header(tag=read.tag, status=CompletionStatus.SC,
                                      byte_count=remaining, lower_address=addr,
                                      length_dw=(end_dw - first_dw) // 4)
