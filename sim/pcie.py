@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import cocotb
 from cocotb.queue import Queue
-from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.triggers import Event, ReadOnly, RisingEdge
 from cocotbext.pcie.core import Device, Endpoint
 from cocotbext.pcie.core.caps import MsixCapability
 from cocotbext.pcie.core.tlp import CplStatus, Tlp, TlpType
@@ -486,7 +486,8 @@ class PcieAdapter(Device):
 
     def __init__(self, dut, *, width: int, clock, msix_vectors: int, seed: int = 1,
                  valid_probability: float = 1.0, ready_probability: float = 1.0,
-                 max_payload_size: int = 512, extended_tags: bool = False, extra_bars=()):
+                 max_payload_size: int = 512, extended_tags: bool = False, extra_bars=(),
+                 raise_violations: bool = True):
         super().__init__()
         self.log = logging.getLogger("cocotb.pcie.PcieAdapter")
         self.dut = dut
@@ -512,7 +513,11 @@ class PcieAdapter(Device):
         self._upstream: Queue = Queue()
         self._injections: deque = deque()
         self.cycle = 0
+        #: True: a violation raises in the adapter's task and so fails the running test.
+        #: False: it is only recorded (`error`, `violation`), for tests that provoke one.
+        self.raise_violations = raise_violations
         self.error: PcieRuleError | None = None
+        self.violation = Event()
         self._drive_config()
         cocotb.start_soon(self._run())
         cocotb.start_soon(self._send_upstream())
@@ -536,7 +541,7 @@ class PcieAdapter(Device):
         self._injections.extend([status] * count)
 
     def check(self) -> None:
-        """Raise the first rule violation seen (they also raise in the adapter's task)."""
+        """Raise the first rule violation seen."""
         if self.error is not None:
             raise self.error
 
@@ -592,37 +597,33 @@ class PcieAdapter(Device):
         clock_edge = RisingEdge(self.clock)
         read_only = ReadOnly()
         rng = self.rng
-        try:
-            while True:
-                self._drive_config()
-                for stream in self.inbound.values():
-                    if not stream.driving and stream.beats and (
-                            self.valid_probability >= 1 or rng.random() < self.valid_probability):
-                        stream.payload.value = stream.beats[0][0]
-                        stream.valid.value = 1
-                        stream.driving = True
-                readies = {}
-                for name, stream in self.outbound.items():
-                    ready = self.ready_probability >= 1 or rng.random() < self.ready_probability
-                    stream.ready.value = int(ready)
-                    readies[name] = ready
-                await read_only
-                taken_in = [s for s in self.inbound.values() if s.driving and s.ready.value]
-                taken_out = [(name, int(s.payload.value)) for name, s in self.outbound.items()
-                             if readies[name] and s.valid.value]
-                await clock_edge
-                self.cycle += 1
-                for stream in taken_in:
-                    _, tlp = stream.beats.popleft()
-                    stream.driving = False
-                    stream.valid.value = 0
-                    if tlp is not None and stream is self.inbound.get("cpl_in"):
-                        self.checker.completion_delivered(tlp)
-                for name, word in taken_out:
-                    self._take(name, word)
-        except PcieRuleError as error:
-            self.error = error
-            raise
+        while True:
+            self._drive_config()
+            for stream in self.inbound.values():
+                if not stream.driving and stream.beats and (
+                        self.valid_probability >= 1 or rng.random() < self.valid_probability):
+                    stream.payload.value = stream.beats[0][0]
+                    stream.valid.value = 1
+                    stream.driving = True
+            readies = {}
+            for name, stream in self.outbound.items():
+                ready = self.ready_probability >= 1 or rng.random() < self.ready_probability
+                stream.ready.value = int(ready)
+                readies[name] = ready
+            await read_only
+            taken_in = [s for s in self.inbound.values() if s.driving and s.ready.value]
+            taken_out = [(name, int(s.payload.value)) for name, s in self.outbound.items()
+                         if readies[name] and s.valid.value]
+            await clock_edge
+            self.cycle += 1
+            for stream in taken_in:
+                _, tlp = stream.beats.popleft()
+                stream.driving = False
+                stream.valid.value = 0
+                if tlp is not None and stream is self.inbound.get("cpl_in"):
+                    self.checker.completion_delivered(tlp)
+            for name, word in taken_out:
+                self._take(name, word)
 
     def _take(self, name: str, word: int) -> None:
         stream = self.outbound[name]
@@ -631,11 +632,20 @@ class PcieAdapter(Device):
         if not beat["eop"]:
             return
         beats, stream.beats = stream.beats, []
-        image = tlp_from_beats(beats, self.width, name)
-        if name == "cpl_out":
-            self.checker.device_completion(image)
-        else:
-            self.checker.device_request(image)
+        try:
+            image = tlp_from_beats(beats, self.width, name)
+            if name == "cpl_out":
+                self.checker.device_completion(image)
+            else:
+                self.checker.device_request(image)
+        except PcieRuleError as error:
+            self.log.error("%s", error)
+            if self.error is None:
+                self.error = error
+                self.violation.set()
+            if self.raise_violations:
+                raise
+            return  # the offending TLP goes no further
         tlp = to_cocotb_tlp(image)
         if name == "req_out" and tlp.fmt_type in (TlpType.MEM_READ, TlpType.MEM_READ_64) \
                 and self._injections:

@@ -91,8 +91,9 @@ class SimPcieBus(PcieBus):
                 raise PcieAccessError(f"{self.dev.pcie_id}: MSI-X vectors could not be "
                                       f"allocated ({count})")
             self.irq_vectors = count
-        self._pool = self._high_pool() if dma_above_4g else rc.mem_pool
-        self._buffers: dict[int, object] = {}
+        #: take DMA memory from above 4 GiB (64-bit addresses); may change between allocations
+        self.dma_above_4g = dma_above_4g
+        self._buffers: dict[int, tuple] = {}
 
     # -- BAR0 --
 
@@ -153,18 +154,19 @@ class SimPcieBus(PcieBus):
             raise ValueError(f"alignment must be a power of two, not {align}")
         # The pools are buddy allocators: a block is aligned to its own (power-of-two) size.
         block = max(size, align)
-        region = self._pool.alloc_region(1 << (block - 1).bit_length())
+        pool = self._high_pool() if self.dma_above_4g else self.rc.mem_pool
+        region = pool.alloc_region(1 << (block - 1).bit_length())
         address = region.get_absolute_address(0)
         buffer = DmaBuffer(address, memoryview(region.mem)[:size])
-        self._buffers[address] = region
+        self._buffers[address] = (region, pool)
         return buffer
 
     def free_dma(self, buffer: DmaBuffer) -> None:
-        region = self._buffers.pop(buffer.address, None)
-        if region is None:
+        entry = self._buffers.pop(buffer.address, None)
+        if entry is None:
             raise ValueError(f"{buffer!r} was not allocated here, or was freed already")
         # cocotbext's pools have no release call: drop the region and give its block back.
-        pool = self._pool
+        region, pool = entry
         pool.regions = [entry for entry in pool.regions if entry[3] is not region]
         pool.allocator.free(buffer.address - pool.get_absolute_address(0))
 
@@ -189,6 +191,8 @@ class SimPcieBus(PcieBus):
 
     def irq_fired(self, vector: int) -> bool:
         """Whether vector *v*'s message came since the last wait (without waiting or clearing)."""
+        if not 0 <= vector < self.irq_vectors:
+            raise ValueError(f"vector {vector}: this function has {self.irq_vectors} vectors")
         return self.dev.msi_vectors[vector].event.is_set()
 
     def sleep(self, seconds: float) -> None:

@@ -624,7 +624,10 @@ def test_msix_every_event_is_delivered_under_backpressure(width):
 
 BENCH = Path(__file__).parent / "cocotb" / "pcie_completer_tb.py"
 BENCH_NAMES = ["bring_up_and_register_windows", "msix_delivery_masking_and_pending_bits",
-               "polling_without_vectors", "refused_requests_complete_with_ur_or_ca"]
+               "polling_without_vectors", "refused_requests_complete_with_ur_or_ca",
+               "device_reads_host_memory_through_the_adapter",
+               "a_read_longer_than_mrrs_is_caught", "a_tag_beyond_the_limit_is_caught",
+               "a_request_before_bus_master_enable_is_caught"]
 
 
 def _pcie_top():

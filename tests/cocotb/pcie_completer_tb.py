@@ -13,7 +13,7 @@ import random
 import cocotb
 from cocotb.clock import Clock
 from cocotb.task import bridge, resume
-from cocotb.triggers import ClockCycles
+from cocotb.triggers import ClockCycles, with_timeout
 from cocotbext.pcie.core import RootComplex
 from cocotbext.pcie.core.caps import PciCapId
 from cocotbext.pcie.core.tlp import CplStatus, Tlp, TlpType
@@ -22,7 +22,7 @@ from pcie_top import CORE_CONFIG, FLAGS, TEST_REGISTERS
 
 from partner.device_control import DeviceControl
 from partner.pcie.bar import BAR0, MSIX_ENTRY_BYTES
-from partner.sim.pcie import PcieAdapter
+from partner.sim.pcie import PcieAdapter, PcieRuleError
 from partner.sim.pcie_bus import PcieAccessError, SimPcieBus
 
 WIDTH = int(os.environ.get("PCIE_WIDTH", "64"))
@@ -47,14 +47,15 @@ def code(size):
     return (size // 128).bit_length() - 1
 
 
-async def start(dut, *, seed=SEED):
+async def start(dut, *, seed=SEED, raise_violations=True):
     Clock(dut.clk, 4, unit="ns").start()
     dut.rst.value = 1
     rc = RootComplex()
     rc.max_payload_size = code(MPS)  # the root port's; enumeration gives the device the minimum
     adapter = PcieAdapter(dut, width=WIDTH, clock=dut.clk, msix_vectors=VECTORS, seed=seed,
                           valid_probability=BACKPRESSURE, ready_probability=BACKPRESSURE,
-                          max_payload_size=512, extra_bars=EXTRA_BARS)
+                          max_payload_size=512, extra_bars=EXTRA_BARS,
+                          raise_violations=raise_violations)
     adapter.attach(rc)
     await ClockCycles(dut.clk, 4)
     dut.rst.value = 0
@@ -226,3 +227,118 @@ async def refused_requests_complete_with_ur_or_ca(dut):
 
     await bridge(driver)()
     assert adapter.checker.counts["error_completions"] == 4
+
+
+# --- the device's own requests: the probe requester against the adapter ------------------------
+
+PROBE = {name: DMA + TEST_REGISTERS[name].offset for name in (
+    "probe_address", "probe_length", "probe_go", "probe_count", "probe_sum", "probe_status")}
+
+
+def probe(bus, address, length, tag, *, completions=None):
+    """Have the device read `length` dwords at `address`; (completions, dwords, sum, status)."""
+    bus.write32(PROBE["probe_address"], address & 0xFFFF_FFFF)
+    bus.write32(PROBE["probe_address"] + 4, address >> 32)
+    bus.write32(PROBE["probe_length"], length)
+    bus.write32(PROBE["probe_go"], tag)
+    for _ in range(200):
+        # Status before count: an error completion updates both in one cycle.
+        status = bus.read32(PROBE["probe_status"])
+        count = bus.read32(PROBE["probe_count"])
+        if count & 0xFFFF >= length or status != 0:
+            break
+    else:
+        raise AssertionError(f"probe read of {length} dwords at {address:#x} never completed")
+    return count >> 16, count & 0xFFFF, bus.read32(PROBE["probe_sum"]), status
+
+
+def pieces(address, nbytes, boundary):
+    """How many `boundary`-aligned blocks the bytes [address, address + nbytes) touch."""
+    return (address + nbytes - 1) // boundary - address // boundary + 1
+
+
+@cocotb.test()
+async def device_reads_host_memory_through_the_adapter(dut):
+    """Completions split as the root complex likes (and on every RCB), 32- and 64-bit addresses,
+    and UR/CA completions injected in place of the root complex's."""
+    rc, adapter = await start(dut, seed=SEED + 4)
+    rng = random.Random(SEED + 4)
+
+    def driver():
+        bus = SimPcieBus(rc, vectors=1, max_read_request=MRRS)
+        low = bus.alloc_dma(4096)
+        bus.dma_above_4g = True
+        high = bus.alloc_dma(4096)
+        assert low.address < 1 << 32 <= high.address
+        for buffer in (low, high):
+            buffer.view[:] = rng.randbytes(buffer.size)
+        tag = 0
+        for split in (False, True):
+            rc.split_on_all_rcb = split
+            for buffer in (low, high):
+                for _ in range(6):
+                    length = rng.randint(1, MRRS // 4)
+                    offset = 4 * rng.randrange((4096 - 4 * length) // 4 + 1)
+                    got = probe(bus, buffer.address + offset, length, tag)
+                    tag = (tag + 1) % 32
+                    data = bytes(buffer.view[offset:offset + 4 * length])
+                    total = sum(int.from_bytes(data[i:i + 4], "little")
+                                for i in range(0, len(data), 4)) & 0xFFFF_FFFF
+                    assert got[1:] == (length, total, 0), (split, length, offset, got)
+                    if split:
+                        assert got[0] == pieces(buffer.address + offset, 4 * length, 64)
+                    else:
+                        assert got[0] >= 1
+        for status in (CplStatus.UR, CplStatus.CA):
+            adapter.inject_completion_errors(status)
+            assert probe(bus, low.address, 8, tag) == (1, 0, 0, int(status))
+            tag += 1
+        assert probe(bus, low.address, 1, tag)[1:3] == (1, int.from_bytes(low.view[:4], "little"))
+        bus.free_dma(low)
+        bus.free_dma(high)
+
+    await bridge(driver)()
+    assert adapter.checker.counts["reads"] == 27 and not adapter.checker.device_reads
+
+
+async def provoke(dut, seed, send, rule):
+    """Run `send` (a driver making the device break a rule) and expect the adapter to object."""
+    rc, adapter = await start(dut, seed=seed, raise_violations=False)
+    await bridge(send)(rc, adapter)
+    await with_timeout(adapter.violation.wait(), 2, "us")
+    assert isinstance(adapter.error, PcieRuleError) and rule in str(adapter.error), adapter.error
+
+
+@cocotb.test()
+async def a_read_longer_than_mrrs_is_caught(dut):
+    def send(rc, adapter):
+        bus = SimPcieBus(rc, vectors=1, max_read_request=128)
+        buffer = bus.alloc_dma(4096)
+        bus.write32(PROBE["probe_address"], buffer.address)
+        bus.write32(PROBE["probe_length"], 33)  # 132 bytes > 128
+        bus.write32(PROBE["probe_go"], 1)
+
+    await provoke(dut, SEED + 5, send, "exceeds Max_Read_Request_Size 128")
+
+
+@cocotb.test()
+async def a_tag_beyond_the_limit_is_caught(dut):
+    def send(rc, adapter):
+        bus = SimPcieBus(rc, vectors=1)  # Extended Tags are not offered: tags 0..31
+        bus.write32(PROBE["probe_length"], 1)
+        bus.write32(PROBE["probe_go"], 32)
+
+    await provoke(dut, SEED + 6, send, "tag 32 outside the 32 tags")
+
+
+@cocotb.test()
+async def a_request_before_bus_master_enable_is_caught(dut):
+    def send(rc, adapter):
+        resume(rc.enumerate)()
+        dev = rc.find_device(adapter.function.pcie_id)
+        resume(dev.enable_device)()  # memory decoding, but no set_master()
+        bar = dev.bar_window[0]
+        resume(bar.write_dword)(PROBE["probe_length"], 1)
+        resume(bar.write_dword)(PROBE["probe_go"], 1)
+
+    await provoke(dut, SEED + 7, send, "Bus Master Enable is clear")
