@@ -1,0 +1,614 @@
+# The DMA engine's job sequencer: walks the rings of partner.pcie.formats in host memory (RX free
+# ring -> frame data -> RX completion; TX ring -> frame data -> TX completion; events -> event
+# ring) through the DMA requesters' command interfaces (partner.hdl.pcie.dma_read / dma_write).
+# Behaviour follows partner.sim.models.dma_device, the executable form of the formats.
+"""DMA job sequencer.
+
+One job at a time, chosen in ``IDLE``: an event when the event ring has room (first: events are
+rare and small), else the next RX or TX ring with work in round-robin order. A ring has work
+when it is enabled, not ``waiting``, and has a frame from the core (RX) or posted descriptors
+(TX). A ring found unable to go on (its completion ring full, or the chain of descriptors not
+yet posted to its end) is marked ``waiting`` and skipped until the host rings one of its
+doorbells; other rings carry on, so one starved RX queue does not block the others (the frame
+stays in the core's per-flow queue, whose quota drops early meanwhile).
+
+A descriptor job:
+
+1. ``CHECK``: the ring's context (bases, sizes, indices) from `DmaRegisters`; room for a
+   completion?
+2. ``FETCH``/``RECV``: reads of up to ``BATCH`` descriptors (16 bytes each, never past the end
+   of the ring or the host's tail) until an entry without ``more``; a chain longer than
+   ``max_chunks`` is walked to its end, its entries past the limit not kept.
+3. ``DECIDE``: the status, in the order of the model (`RxStatus`, `TxStatus`).
+4. RX OK: one write command per chunk the frame reaches, the frame's bytes cut to the chunks by
+   the `Repacker`; the rest of a frame longer than the pvec is consumed and dropped
+   (TRUNCATED). TX OK: the data of every chunk read, glued into one frame by the `Repacker`, into
+   the TX buffer (a store-and-forward `PacketFIFO`): the frame's last beat is held until the
+   status of every read is in, and a failed read rolls the frame back there (``tx_drop``), so
+   the core never sees a partial frame. A frame starts only when the buffer has room for it.
+5. ``COMPLETE``: the completion entry (one write command, one MWr), after the data commands of
+   the same writer, so it reaches host memory after the data (posted writes from one requester
+   stay in order, PCIe Base Spec §2.4.1).
+6. ``FINISH``: once the writer reports every command done: indices, counters, the event of an
+   error, the moderation strobe (so an interrupt's MSI-X write is granted after the
+   completion's MWr).
+
+A read of descriptors that fails (UR, CA, timeout) gives back every descriptor posted
+(``chunks = tail - head``) with DMA_ERROR, as the model does: where the chain ends is unknown.
+The event's ``index`` is the first descriptor of the failed read.
+"""
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from partner.formats import ACTION, FRAME_META
+from partner.hdl.core import host_rx_layout
+from partner.hdl.wire import layout
+from partner.pcie.formats import (
+    DMA_TIMEOUT,
+    INDEX_BITS,
+    RX_COMPLETION,
+    RX_FREE,
+    TX_COMPLETION,
+    TX_DESCRIPTOR,
+    DmaAgent,
+    DmaCounter,
+    DmaEvent,
+    RxStatus,
+    TxFlag,
+    TxStatus,
+)
+from partner.tlp import CompletionStatus
+
+from ..stream import PacketStream
+from .dma_events import event_record_layout
+from .dma_read import read_command_layout, read_status_layout
+from .dma_repack import Repacker
+from .dma_status import DmaStatus
+from .dma_write import done_layout, write_command_layout
+
+__all__ = ["BATCH", "DmaSequencer"]
+
+BATCH = 16  # descriptors per read: 256 bytes, two requests at the smallest MRRS
+M = (1 << INDEX_BITS) - 1
+_COUNTERS = len(DmaCounter)
+
+
+def _event_status(status):
+    """A requester's `DmaStatus` as the DMA_ERROR event's `status`: a completion status, or
+    `DMA_TIMEOUT`. A malformed completion or a refused command counts as a Completer Abort; no
+    bus mastering as an Unsupported Request (the request never left)."""
+    return Mux(status == DmaStatus.TIMEOUT, DMA_TIMEOUT,
+               Mux(status == DmaStatus.UR, CompletionStatus.UR,
+                   Mux(status == DmaStatus.NO_BUS_MASTER, CompletionStatus.UR,
+                       CompletionStatus.CA)))
+
+
+class DmaSequencer(wiring.Component):
+    """The engine's jobs, over a reader and a writer of ``width``-bit TLP streams.
+
+    ``tx_buffer_bytes`` is the TX buffer the caller attaches (``tx_room`` says how many of its
+    beats are free); a pvec longer than it completes with OVERSIZE whatever ``tx_max_length``
+    says, so a frame never waits for room that cannot come.
+    """
+
+    def __init__(self, width: int, *, rx_rings: int, tx_rings: int, ports: int, tx_flows: int,
+                 max_chunks: int, tx_buffer_bytes: int):
+        self.width, self.wb = width, width // 8
+        if self.wb not in (8, 16, 32):
+            raise ValueError(f"width must be 64, 128 or 256, not {width!r}")
+        self.rx_rings, self.tx_rings = rx_rings, tx_rings
+        self.rings = rx_rings + tx_rings + 1
+        self.ports, self.tx_flows, self.max_chunks = ports, tx_flows, max_chunks
+        self.tx_buffer_bytes = tx_buffer_bytes
+        n = self.rings
+        record = event_record_layout()
+        super().__init__({
+            "rx": In(stream.Signature(host_rx_layout(self.wb))).array(rx_rings),
+            "tx": Out(PacketStream(self.wb)),
+            "tx_drop": Out(1),  # with the last beat of `tx`: roll the frame back
+            "tx_port": Out(3),
+            "tx_flow": Out(9),
+            "tx_length": Out(14),
+            "tx_room": In(range(tx_buffer_bytes // self.wb + 1)),
+            "rd_cmd": Out(stream.Signature(read_command_layout())),
+            "rd_data": In(PacketStream(self.wb)),
+            "rd_status": In(stream.Signature(read_status_layout())),
+            "wr_cmd": Out(stream.Signature(write_command_layout())),
+            "wr_data": Out(PacketStream(self.wb)),
+            "wr_done": In(stream.Signature(done_layout())),
+            "events": In(stream.Signature(record)),
+            "post": Out(stream.Signature(record)),
+            # Registers (`DmaRegisters`).
+            "enable": In(1),
+            "resetting": In(1),
+            "idle": Out(1),
+            "max_chunks_reg": In(range(17)),
+            "tx_max_length": In(16),
+            "ring_enabled": In(n),
+            "ring_waiting": In(n),
+            "ring_posted": In(n),
+            "ring_space": In(n),
+            "sel": Out(range(n)),
+            "base": In(64),
+            "cpl_base": In(64),
+            "log2": In(4),
+            "cpl_log2": In(4),
+            "head": In(INDEX_BITS),
+            "tail": In(INDEX_BITS),
+            "cpl_tail": In(INDEX_BITS),
+            "set_head": Out(1),
+            "new_head": Out(INDEX_BITS),
+            "bump_cpl": Out(1),
+            "set_waiting": Out(1),
+            "ring_error": Out(1),
+            "error_status": Out(4),
+            "dma_error": Out(1),
+            "inc": Out(16).array(_COUNTERS),
+            "written": Out(n),
+            "notify": Out(n),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        wb, n = self.wb, self.rings
+        R, T, E = self.rx_rings, self.tx_rings, self.rings - 1
+
+        m.submodules.repack = repack = Repacker(wb)
+        m.submodules.descs = descs = Memory(shape=128, depth=self.max_chunks, init=[])
+        desc_wr = descs.write_port()
+        desc_rd = descs.read_port(transparent_for=(desc_wr,))
+
+        ring = Signal(range(n))
+        is_tx = Signal()
+        is_event = Signal()
+        m.d.comb += self.sel.eq(ring)
+
+        # Context of the job's ring, latched in CHECK.
+        base, cpl_base = Signal(64), Signal(64)
+        log2, cpl_log2 = Signal(4), Signal(4)
+        head, tail, cpl_tail = Signal(INDEX_BITS), Signal(INDEX_BITS), Signal(INDEX_BITS)
+        mask = Signal(INDEX_BITS)
+        m.d.comb += mask.eq((Const(1, INDEX_BITS + 1) << log2) - 1)
+
+        # The chain.
+        idx = Signal(INDEX_BITS)  # next descriptor to fetch
+        batch_idx = Signal(INDEX_BITS)
+        batch_n = Signal(range(BATCH + 1))
+        batch_got = Signal(range(BATCH + 1))
+        count = Signal(INDEX_BITS + 1)  # entries of the chain so far
+        chain_done = Signal()
+        zero = Signal()
+        total = Signal(20)  # sum of the kept chunks' lengths
+        first_entry = Signal(128)
+        fetch_error = Signal()
+        dma_status = Signal(3)  # the failed read's `DmaStatus`
+        dma_index = Signal(INDEX_BITS)
+        dma_agent = Signal(2)
+
+        # The outcome.
+        status = Signal(4)
+        chunks = Signal(INDEX_BITS)
+        used = Signal(5)
+        length = Signal(16)  # RX: frame length; TX: total_length
+        written_bytes = Signal(16)
+        truncated = Signal()
+        meta = Signal(layout(FRAME_META))
+        event = Signal(event_record_layout())
+
+        # Writer bookkeeping: commands given and not yet done.
+        outstanding = Signal(8)
+        m.d.comb += self.wr_done.ready.eq(1)
+        wr_taken = self.wr_cmd.valid & self.wr_cmd.ready
+        done_now = self.wr_done.valid
+        m.d.sync += outstanding.eq(outstanding + wr_taken - done_now)
+
+        # -- descriptor entries from the read data --------------------------------------------
+        entry = Signal(128)
+        entry_valid = Signal()
+        lo = Signal(64)
+        half = Signal()
+        receiving = Signal()
+        rd = self.rd_data
+        if wb == 8:
+            m.d.comb += [rd.ready.eq(receiving), entry.eq(Cat(lo, rd.payload.data))]
+            with m.If(rd.valid & receiving):
+                m.d.sync += [lo.eq(rd.payload.data), half.eq(~half)]
+                m.d.comb += entry_valid.eq(half)
+        elif wb == 16:
+            m.d.comb += [rd.ready.eq(receiving), entry.eq(rd.payload.data),
+                         entry_valid.eq(rd.valid & receiving)]
+        else:
+            m.d.comb += [
+                entry.eq(Mux(half, rd.payload.data[128:], rd.payload.data[:128])),
+                entry_valid.eq(rd.valid & receiving),
+                rd.ready.eq(receiving & (half | (rd.payload.nbytes <= 16))),
+            ]
+            with m.If(rd.valid & receiving):
+                m.d.sync += half.eq(~half & (rd.payload.nbytes > 16))
+
+        rx_free = data.View(layout(RX_FREE), entry)
+        tx_desc = data.View(layout(TX_DESCRIPTOR), entry)
+        entry_len = Mux(is_tx, tx_desc.length, rx_free.length)
+        entry_more = Mux(is_tx, tx_desc.more, rx_free.more)
+        with m.If(entry_valid & ~chain_done):
+            m.d.sync += [count.eq(count + 1), zero.eq(zero | (entry_len == 0))]
+            with m.If(count < self.max_chunks):
+                m.d.comb += [desc_wr.addr.eq(count), desc_wr.data.eq(entry), desc_wr.en.eq(1)]
+                m.d.sync += total.eq(total + entry_len)
+            with m.If(count == 0):
+                m.d.sync += first_entry.eq(entry)
+            with m.If(~entry_more):
+                m.d.sync += chain_done.eq(1)
+        with m.If(entry_valid):
+            m.d.sync += batch_got.eq(batch_got + 1)
+
+        first = data.View(layout(TX_DESCRIPTOR), first_entry)
+
+        # -- the core's RX streams and the repacker -------------------------------------------
+        rx_valid = Cat(s.valid for s in self.rx)
+        rx_payload = Array(s.payload for s in self.rx)
+        current = rx_payload[ring[:max(1, (R - 1).bit_length())]] if R > 1 else self.rx[0].payload
+        feeding_rx = Signal()
+        feeding_tx = Signal()
+        for q, s in enumerate(self.rx):
+            m.d.comb += s.ready.eq(feeding_rx & (ring == q) & repack.i.ready)
+        with m.If(feeding_rx):
+            m.d.comb += [repack.i.valid.eq(rx_valid.bit_select(ring, 1)),
+                         repack.i.payload.eq(current.beat)]
+        with m.Elif(feeding_tx):
+            m.d.comb += [repack.i.valid.eq(rd.valid), repack.i.payload.eq(rd.payload),
+                         rd.ready.eq(repack.i.ready)]
+
+        # Repacker output: the writer (RX data) or the TX buffer (TX data).
+        statuses_in = Signal()
+        tx_error = Signal()
+        entry_out = Signal()  # the completion entry is being sent to the writer
+        out_entry = Signal(128)
+        out_beat = Signal(range(3))
+        entry_bytes = Signal(5)
+        with m.If(entry_out):
+            beats = 1 if wb >= 16 else 2
+            last = Mux(entry_bytes == 8, 1, beats) - 1
+            m.d.comb += [
+                self.wr_data.valid.eq(1),
+                self.wr_data.payload.data.eq((out_entry >> (out_beat * 64))[:8 * wb]),
+                self.wr_data.payload.nbytes.eq(Mux(entry_bytes < wb, entry_bytes, wb)),
+                self.wr_data.payload.first.eq(out_beat == 0),
+                self.wr_data.payload.last.eq(out_beat == last),
+            ]
+            with m.If(self.wr_data.ready):
+                m.d.sync += out_beat.eq(Mux(out_beat == last, 0, out_beat + 1))
+                with m.If(out_beat == last):
+                    m.d.sync += entry_out.eq(0)
+        with m.Elif(~is_tx):
+            wiring.connect(m, repack.o, wiring.flipped(self.wr_data))
+        with m.Else():
+            hold = repack.o.payload.last & ~statuses_in
+            m.d.comb += [
+                self.tx.valid.eq(repack.o.valid & ~hold),
+                self.tx.payload.eq(repack.o.payload),
+                self.tx_drop.eq(tx_error),
+                repack.o.ready.eq(self.tx.ready & ~hold),
+            ]
+        m.d.comb += [self.tx_port.eq(first.port), self.tx_flow.eq(first.flow),
+                     self.tx_length.eq(first.total_length)]
+
+        # -- job selection ---------------------------------------------------------------------
+        cand = Signal(R + T)
+        for q in range(R):
+            m.d.comb += cand[q].eq(self.ring_enabled[q] & ~self.ring_waiting[q] & self.rx[q].valid)
+        for t in range(T):
+            r = R + t
+            m.d.comb += cand[r].eq(self.ring_enabled[r] & ~self.ring_waiting[r]
+                                   & self.ring_posted[r])
+        last_pick = Signal(range(R + T), init=R + T - 1)
+        pick = Signal(range(R + T))
+        with m.Switch(last_pick):
+            for start in range(R + T):
+                with m.Case(start):
+                    for k in reversed(range(R + T)):
+                        index = (start + 1 + k) % (R + T)
+                        with m.If(cand[index]):
+                            m.d.comb += pick.eq(index)
+        event_ready = (self.events.valid & self.ring_enabled[E] & self.ring_space[E])
+
+        # Per-chunk command issue (RX writes, TX reads): two streams, each held until taken.
+        chunk = Signal(range(self.max_chunks + 1))
+        sent_a = Signal()
+        sent_b = Signal()
+        left = Signal(16)
+        piece = Signal(16)
+        d_addr = Signal(64)
+        d_len = Signal(16)
+        d = data.View(layout(RX_FREE), desc_rd.data)
+        dt = data.View(layout(TX_DESCRIPTOR), desc_rd.data)
+        m.d.comb += [desc_rd.addr.eq(chunk), d_addr.eq(d.address),
+                     d_len.eq(Mux(is_tx, dt.length, d.length)),
+                     piece.eq(Mux(d_len < left, d_len, left))]
+        rd_statuses = Signal(range(self.max_chunks + 1))
+        m.d.comb += self.rd_status.ready.eq(1)
+
+        phase = ~(cpl_tail >> cpl_log2)[0]
+        cpl_slot = cpl_tail & ((Const(1, INDEX_BITS + 1) << cpl_log2) - 1)
+        rx_cpl = Signal(layout(RX_COMPLETION))
+        tx_cpl = Signal(layout(TX_COMPLETION))
+        m.d.comb += self.idle.eq(0)
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.idle.eq(outstanding == 0)
+                m.d.sync += [count.eq(0), chain_done.eq(0), zero.eq(0), total.eq(0),
+                             fetch_error.eq(0), half.eq(0), truncated.eq(0), tx_error.eq(0),
+                             rd_statuses.eq(0), used.eq(0), written_bytes.eq(0)]
+                with m.If(self.enable & ~self.resetting):
+                    with m.If(event_ready):
+                        m.d.sync += [ring.eq(E), is_event.eq(1), is_tx.eq(0)]
+                        m.next = "LOAD"
+                    with m.Elif(cand != 0):
+                        m.d.sync += [ring.eq(pick), last_pick.eq(pick), is_event.eq(0),
+                                     is_tx.eq(pick >= R)]
+                        m.next = "LOAD"
+            with m.State("LOAD"):  # the base memory answers in the next cycle
+                m.next = "CHECK"
+            with m.State("CHECK"):
+                m.d.sync += [base.eq(self.base), cpl_base.eq(self.cpl_base), log2.eq(self.log2),
+                             cpl_log2.eq(self.cpl_log2), head.eq(self.head),
+                             tail.eq(self.tail), idx.eq(self.head), cpl_tail.eq(self.cpl_tail)]
+                with m.If(is_event):
+                    m.d.comb += self.events.ready.eq(1)
+                    m.d.sync += [event.eq(self.events.payload), entry_bytes.eq(16)]
+                    m.next = "COMPLETE"
+                with m.Elif(~self.ring_space.bit_select(ring, 1)):
+                    m.d.comb += self.set_waiting.eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.next = "FETCH"
+            with m.State("FETCH"):
+                avail = (tail - idx) & M
+                to_end = (mask - (idx & mask)) + 1
+                size = Mux(avail < BATCH, avail, BATCH)
+                size = Mux(to_end < size, to_end, size)
+                m.d.comb += [
+                    self.rd_cmd.payload.addr.eq(base + ((idx & mask) << 4)),
+                    self.rd_cmd.payload.length.eq(size << 4),
+                ]
+                with m.If(avail == 0):
+                    # The chain's end is not posted yet: nothing is consumed, try again after
+                    # the next doorbell.
+                    m.d.comb += self.set_waiting.eq(1)
+                    m.next = "IDLE"
+                with m.Else():
+                    m.d.comb += self.rd_cmd.valid.eq(1)
+                    with m.If(self.rd_cmd.ready):
+                        m.d.sync += [batch_idx.eq(idx), batch_n.eq(size), batch_got.eq(0),
+                                     idx.eq(idx + size), half.eq(0)]
+                        m.next = "RECV"
+            with m.State("RECV"):
+                m.d.comb += receiving.eq(1)
+                with m.If(self.rd_status.valid):
+                    with m.If(self.rd_status.payload.status != DmaStatus.OK):
+                        m.d.sync += [fetch_error.eq(1),
+                                     dma_status.eq(self.rd_status.payload.status),
+                                     dma_index.eq(batch_idx),
+                                     dma_agent.eq(Mux(is_tx, DmaAgent.TX_DESCRIPTOR,
+                                                      DmaAgent.RX_FREE))]
+                        m.next = "DECIDE"
+                    with m.Elif(chain_done | (entry_valid & ~entry_more)):
+                        m.next = "DECIDE"
+                    with m.Else():
+                        m.next = "FETCH"
+            with m.State("DECIDE"):
+                m.d.sync += [chunk.eq(0), sent_a.eq(0), sent_b.eq(0)]
+                over = count > self.max_chunks_reg
+                with m.If(fetch_error):
+                    m.d.sync += [status.eq(Mux(is_tx, TxStatus.DMA_ERROR, RxStatus.DMA_ERROR)),
+                                 chunks.eq(tail - head)]
+                    m.next = "COMPLETE_PREP"
+                with m.Elif(~is_tx):
+                    m.d.sync += [chunks.eq(count), meta.eq(current.meta),
+                                 length.eq(current.meta.length), left.eq(current.meta.length)]
+                    with m.If(over):
+                        m.d.sync += status.eq(RxStatus.TOO_MANY_CHUNKS)
+                        m.next = "COMPLETE_PREP"
+                    with m.Elif(zero):
+                        m.d.sync += status.eq(RxStatus.ZERO_LENGTH)
+                        m.next = "COMPLETE_PREP"
+                    with m.Else():
+                        m.d.sync += status.eq(RxStatus.OK)
+                        m.next = "RX_NEXT"
+                with m.Else():
+                    limit = Mux(self.tx_max_length < self.tx_buffer_bytes, self.tx_max_length,
+                                self.tx_buffer_bytes)
+                    m.d.sync += [chunks.eq(count), length.eq(first.total_length),
+                                 left.eq(first.total_length)]
+                    with m.If(over):
+                        m.d.sync += status.eq(TxStatus.TOO_MANY_CHUNKS)
+                    with m.Elif(zero | (first.total_length == 0)):
+                        m.d.sync += status.eq(TxStatus.ZERO_LENGTH)
+                    with m.Elif(first.total_length > limit):
+                        m.d.sync += status.eq(TxStatus.OVERSIZE)
+                    with m.Elif(first.port >= self.ports):
+                        m.d.sync += status.eq(TxStatus.BAD_PORT)
+                    with m.Elif(first.flow >= self.tx_flows):
+                        m.d.sync += status.eq(TxStatus.BAD_FLOW)
+                    with m.Elif(total != first.total_length):
+                        m.d.sync += status.eq(TxStatus.LENGTH_MISMATCH)
+                    with m.Else():
+                        m.d.sync += status.eq(TxStatus.OK)
+                    with m.If(~over & ~zero & (first.total_length != 0)
+                              & (first.total_length <= limit) & (first.port < self.ports)
+                              & (first.flow < self.tx_flows) & (total == first.total_length)):
+                        m.next = "TX_ROOM"
+                    with m.Else():
+                        m.next = "COMPLETE_PREP"
+
+            # -- RX: the frame into the pvec's chunks ------------------------------------------
+            with m.State("RX_PIECE"):
+                m.d.comb += feeding_rx.eq(1)
+                m.d.comb += [
+                    self.wr_cmd.valid.eq(~sent_a),
+                    self.wr_cmd.payload.addr.eq(d_addr),
+                    self.wr_cmd.payload.length.eq(piece),
+                    repack.cmd.valid.eq(~sent_b),
+                    repack.cmd.payload.length.eq(piece),
+                ]
+                a = sent_a | self.wr_cmd.ready
+                b = sent_b | repack.cmd.ready
+                m.d.sync += [sent_a.eq(a), sent_b.eq(b)]
+                with m.If(a & b):
+                    m.d.sync += [sent_a.eq(0), sent_b.eq(0), left.eq(left - piece),
+                                 chunk.eq(chunk + 1), used.eq(used + 1),
+                                 written_bytes.eq(written_bytes + piece)]
+                    with m.If(left == piece):
+                        m.next = "RX_DRAIN"
+                    with m.Elif(chunk + 1 == count):
+                        m.d.sync += truncated.eq(1)
+                        m.next = "RX_DISCARD"
+                    with m.Else():
+                        m.next = "RX_NEXT"
+            with m.State("RX_NEXT"):  # the descriptor memory reads the next chunk
+                m.d.comb += feeding_rx.eq(1)
+                m.next = "RX_PIECE"
+            with m.State("RX_DISCARD"):
+                m.d.comb += [feeding_rx.eq(1), repack.cmd.valid.eq(1),
+                             repack.cmd.payload.length.eq(left),
+                             repack.cmd.payload.discard.eq(1)]
+                with m.If(repack.cmd.ready):
+                    m.d.sync += status.eq(RxStatus.TRUNCATED)
+                    m.next = "RX_DRAIN"
+            with m.State("RX_DRAIN"):
+                m.d.comb += feeding_rx.eq(1)
+                with m.If(~repack.busy & ~repack.cmd.valid):
+                    m.next = "RX_DRAIN2"
+            with m.State("RX_DRAIN2"):
+                m.d.comb += feeding_rx.eq(1)
+                with m.If(~repack.busy):
+                    m.next = "COMPLETE_PREP"
+
+            # -- TX: the chunks' data into the TX buffer ---------------------------------------
+            with m.State("TX_ROOM"):
+                need = (length + wb - 1) >> (wb.bit_length() - 1)
+                with m.If(self.tx_room >= need):
+                    m.next = "TX_START"
+            with m.State("TX_START"):
+                m.d.comb += [feeding_tx.eq(1), repack.cmd.valid.eq(1),
+                             repack.cmd.payload.length.eq(length)]
+                with m.If(repack.cmd.ready):
+                    m.next = "TX_READ"
+            with m.State("TX_READ"):
+                m.d.comb += [feeding_tx.eq(1), self.rd_cmd.valid.eq(1),
+                             self.rd_cmd.payload.addr.eq(d_addr),
+                             self.rd_cmd.payload.length.eq(d_len)]
+                with m.If(self.rd_cmd.ready):
+                    m.d.sync += chunk.eq(chunk + 1)
+                    with m.If(chunk + 1 == count):
+                        m.next = "TX_WAIT"
+                    with m.Else():
+                        m.next = "TX_NEXT"
+            with m.State("TX_NEXT"):
+                m.d.comb += feeding_tx.eq(1)
+                m.next = "TX_READ"
+            with m.State("TX_WAIT"):
+                m.d.comb += feeding_tx.eq(1)
+                with m.If(statuses_in & ~repack.busy):
+                    m.next = "COMPLETE_PREP"
+
+            # -- the completion entry ----------------------------------------------------------
+            with m.State("COMPLETE_PREP"):
+                m.d.sync += entry_bytes.eq(Mux(is_tx, 8, 16))
+                m.next = "COMPLETE"
+            with m.State("COMPLETE"):
+                m.d.comb += [
+                    self.wr_cmd.valid.eq(1),
+                    self.wr_cmd.payload.addr.eq(
+                        Mux(is_tx, cpl_base + (cpl_slot << 3), cpl_base + (cpl_slot << 4))),
+                    self.wr_cmd.payload.length.eq(entry_bytes),
+                ]
+                with m.If(self.wr_cmd.ready):
+                    m.d.sync += [entry_out.eq(1), out_beat.eq(0)]
+                    m.next = "WAIT_DONE"
+            with m.State("WAIT_DONE"), m.If(~entry_out & (outstanding == 0)):
+                m.next = "FINISH"
+            with m.State("FINISH"):
+                m.d.comb += [self.bump_cpl.eq(1),
+                             self.written.bit_select(ring, 1).eq(1)]
+                with m.If(~is_event):
+                    ok = Mux(is_tx, status == TxStatus.OK,
+                             (status == RxStatus.OK) | (status == RxStatus.TRUNCATED))
+                    dma_failed = fetch_error | tx_error
+                    m.d.comb += [self.set_head.eq(1), self.new_head.eq(head + chunks)]
+                    with m.If(is_tx & ((first.attrs & TxFlag.NOTIFY) != 0) & ~fetch_error):
+                        m.d.comb += self.notify.bit_select(ring, 1).eq(1)
+                    with m.If(~ok):
+                        m.d.comb += [self.ring_error.eq(1), self.error_status.eq(status),
+                                     self.post.valid.eq(1)]
+                        with m.If(dma_failed):
+                            m.d.comb += [
+                                self.dma_error.eq(1),
+                                self.inc[DmaCounter.DMA_ERRORS].eq(1),
+                                self.post.payload.kind.eq(DmaEvent.DMA_ERROR),
+                                self.post.payload.status.eq(_event_status(dma_status)),
+                                self.post.payload.index.eq(Mux(tx_error, head, dma_index)),
+                                self.post.payload.value.eq(dma_agent),
+                            ]
+                        with m.Else():
+                            m.d.comb += [
+                                self.post.payload.kind.eq(Mux(is_tx, DmaEvent.TX_DESC_ERROR,
+                                                              DmaEvent.RX_DESC_ERROR)),
+                                self.post.payload.status.eq(status),
+                                self.post.payload.index.eq(head),
+                            ]
+                        m.d.comb += [
+                            self.post.payload.unit.eq(Mux(is_tx, ring - R, ring)),
+                            self.post.payload.count.eq(1),
+                        ]
+                        m.d.comb += [self.inc[DmaCounter.TX_ERRORS].eq(is_tx),
+                                     self.inc[DmaCounter.RX_ERRORS].eq(~is_tx)]
+                    with m.Elif(is_tx):
+                        m.d.comb += [self.inc[DmaCounter.TX_FRAMES].eq(1),
+                                     self.inc[DmaCounter.TX_BYTES].eq(length)]
+                    with m.Else():
+                        m.d.comb += [self.inc[DmaCounter.RX_FRAMES].eq(1),
+                                     self.inc[DmaCounter.RX_BYTES].eq(written_bytes),
+                                     self.inc[DmaCounter.RX_TRUNCATED].eq(truncated)]
+                m.next = "IDLE"
+
+        # TX read statuses: count them, remember the first failure.
+        with m.If(self.rd_status.valid & feeding_tx):
+            m.d.sync += rd_statuses.eq(rd_statuses + 1)
+            with m.If((self.rd_status.payload.status != DmaStatus.OK) & ~tx_error):
+                m.d.sync += [tx_error.eq(1), dma_status.eq(self.rd_status.payload.status),
+                             dma_agent.eq(DmaAgent.TX_DATA)]
+                m.d.sync += status.eq(TxStatus.DMA_ERROR)
+        m.d.comb += statuses_in.eq(rd_statuses == count)
+
+        # Completion entries, per the formats (stable from COMPLETE until the writer took them).
+        event_entry = Cat(event, Const(0, 128 - event.shape().size - 1), phase)
+        m.d.comb += out_entry.eq(Mux(is_event, event_entry,
+                                     Mux(is_tx, tx_cpl.as_value(), rx_cpl.as_value())))
+        ok_rx = (status == RxStatus.OK) | (status == RxStatus.TRUNCATED)
+        m.d.comb += [
+            rx_cpl.length.eq(Mux(ok_rx, length, 0)),
+            rx_cpl.desc_index.eq(head),
+            rx_cpl.chunks.eq(chunks),
+            rx_cpl.chunks_used.eq(used),
+            rx_cpl.status.eq(status),
+            rx_cpl.queue.eq(ring),
+            rx_cpl.phase.eq(phase),
+            tx_cpl.desc_index.eq(head),
+            tx_cpl.chunks.eq(chunks),
+            tx_cpl.status.eq(status),
+            tx_cpl.phase.eq(phase),
+        ]
+        with m.If(ok_rx):
+            m.d.comb += [
+                rx_cpl.demux_key.eq(data.View(layout(ACTION), meta.action).demux_key),
+                rx_cpl.flags.eq(meta.flags),
+                rx_cpl.in_port.eq(meta.in_port),
+                rx_cpl.rule.eq(meta.flow),
+                rx_cpl.hit.eq(meta.hit),
+            ]
+        return m
