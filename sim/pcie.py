@@ -26,7 +26,8 @@ count, lower address, length and Read Completion Boundary (§2.2.9, §2.3.1.1).
 Random backpressure: ``valid_probability`` (gaps between beats the adapter drives) and
 ``ready_probability`` (ready of the streams it receives), from a seeded `random.Random`; both can
 change while the test runs. ``inject_completion_errors`` answers the device's next read requests
-with UR or CA completions instead of forwarding them, to test the device's error paths.
+with UR or CA completions, or with none, instead of forwarding them, to test the device's error
+paths.
 """
 
 from __future__ import annotations
@@ -534,10 +535,17 @@ class PcieAdapter(Device):
         base = region.get_absolute_address(0)
         return base <= address < base + region.size
 
-    def inject_completion_errors(self, status: CplStatus, count: int = 1) -> None:
-        """Answer the device's next ``count`` memory reads with ``status`` (UR or CA)."""
-        if status not in (CplStatus.UR, CplStatus.CA):
-            raise ValueError(f"inject UR or CA completions, not {status!r}")
+    def inject_completion_errors(self, status: CplStatus | None, count: int = 1) -> None:
+        """Answer the device's next ``count`` memory reads with ``status`` (UR or CA), or with
+        nothing at all (``None``: the device's completion timeout must fire).
+
+        A read left unanswered frees its tag at once: the adapter cannot know the device's
+        completion timeout, after which the tag may be reused.
+        """
+        if status not in (CplStatus.UR, CplStatus.CA, None):
+            raise ValueError(f"inject UR or CA completions, or None for none, not {status!r}")
+        if count < 1:
+            raise ValueError(f"count must be at least 1, not {count}")
         self._injections.extend([status] * count)
 
     def check(self) -> None:
@@ -650,7 +658,11 @@ class PcieAdapter(Device):
         if name == "req_out" and tlp.fmt_type in (TlpType.MEM_READ, TlpType.MEM_READ_64) \
                 and self._injections:
             status = self._injections.popleft()
-            self._queue("cpl_in", self._error_completion(tlp, status), 0)
+            if status is None:
+                self.log.info("injected: no completion for tag %d", tlp.tag)
+                self.checker.device_reads.pop(tlp.tag, None)
+            else:
+                self._queue("cpl_in", self._error_completion(tlp, status), 0)
             return
         self._upstream.put_nowait(tlp)
 

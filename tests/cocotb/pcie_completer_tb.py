@@ -293,12 +293,18 @@ async def device_reads_host_memory_through_the_adapter(dut):
             adapter.inject_completion_errors(status)
             assert probe(bus, low.address, 8, tag) == (1, 0, 0, int(status))
             tag += 1
+        # No completion at all: the read never finishes and its tag is free again.
+        adapter.inject_completion_errors(None)
+        bus.write32(PROBE["probe_length"], 2)
+        bus.write32(PROBE["probe_go"], tag)
+        bus.sleep(1e-6)
+        assert bus.read32(PROBE["probe_count"]) == 0 and bus.read32(PROBE["probe_status"]) == 0
         assert probe(bus, low.address, 1, tag)[1:3] == (1, int.from_bytes(low.view[:4], "little"))
         bus.free_dma(low)
         bus.free_dma(high)
 
     await bridge(driver)()
-    assert adapter.checker.counts["reads"] == 27 and not adapter.checker.device_reads
+    assert adapter.checker.counts["reads"] == 28 and not adapter.checker.device_reads
 
 
 async def provoke(dut, seed, send, rule):
