@@ -10,6 +10,7 @@ All methods are synchronous. A cocotb backend calls into the simulator with
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 
 __all__ = ["DmaBuffer", "PcieBus"]
@@ -67,6 +68,13 @@ class PcieBus(ABC):
         Returns False on timeout. `timeout` is in seconds of the backend's time (simulated
         time for a simulation backend).
         """
+
+    def sleep(self, seconds: float) -> None:
+        """Let `seconds` of the backend's time pass (between polls in polling mode).
+
+        Real hardware sleeps in wall-clock time; a simulation backend advances simulated time.
+        """
+        time.sleep(seconds)
 
     def close(self) -> None:  # noqa: B027 - optional: backends without resources keep it
         """Release the function (unmap BARs, free vectors)."""

@@ -351,11 +351,7 @@ class PcieDevice(Partner):
                 return out
 
     def _idle(self, seconds: float) -> None:
-        sleep = getattr(self.bus, "sleep", None)
-        if sleep is None:
-            import time
-            sleep = time.sleep
-        sleep(seconds)
+        self.bus.sleep(seconds)
 
     def _receive(self, max_count: int) -> list[Message]:
         out = self._backlog[:max_count]
