@@ -27,7 +27,7 @@ import itertools
 import math
 from collections import deque
 
-from partner.formats import ACTION, FLOW_KEY, FLOW_RULE, ActionKind
+from partner.formats import ACTION, ActionKind
 from partner.pcie.bar import BAR0, BAR0_SIZE, MSIX_ENTRY_BYTES
 from partner.pcie.bus import DmaBuffer, PcieBus
 from partner.pcie.codec import Codec
@@ -58,24 +58,12 @@ from partner.pcie.formats import (
     TxStatus,
 )
 from partner.regmap import (
-    CONFIG,
-    COUNTER_NAMES,
-    COUNTER_SELECT,
-    FORMAT_VERSION,
-    IDENT,
-    QUEUE_CONFIG,
-    QUEUE_CONFIG_WRITE,
-    QUOTA_UNIT,
-    REGISTERS,
-    RULE_WORDS,
-    STATUS,
     CounterBlock,
 )
 from partner.tlp import CompletionStatus
 from partner.wire import Access
 
-from .flow_table import lookup
-from .parser import parse
+from .core_registers import CoreModel, locate
 
 __all__ = ["DmaDeviceModel", "DmaFault", "SentFrame"]
 
@@ -136,100 +124,6 @@ class _Ring:
     waiting: bool = False
 
 
-class _Core:
-    """The device core's registers and the state they program (flow rules, quotas, counters)."""
-
-    def __init__(self, ports: int, queues: int, rules: int, tx_flows: int):
-        self.ports, self.queues, self.rules, self.tx_flows = ports, queues, rules, tx_flows
-        self.values = {r.name: [r.reset] * r.count for r in REGISTERS}
-        self.values["ident"] = [IDENT]
-        self.values["version"] = [FORMAT_VERSION]
-        self.values["config"] = [CONFIG.pack(ports=ports, queues=queues, rules=rules,
-                                             tx_flows=tx_flows, width_bytes=1)]
-        self.table = [0] * rules
-        self.quota: dict[tuple[bool, int, int], int] = {}  # (tx, unit, flow) -> bytes
-        self.counters: dict[tuple[int, int, int], list[int]] = {}
-        self.status = 0
-
-    def count(self, block: CounterBlock, unit: int, index: int, name: str, n: int = 1) -> None:
-        words = self.counters.setdefault((block, unit, index), [0] * 16)
-        words[COUNTER_NAMES[block].index(name)] += n
-
-    def read(self, offset: int) -> int:
-        reg, index = _locate(REGISTERS, offset)
-        if reg is None:
-            return 0
-        if reg.name == "status":
-            value, self.status = self.status, 0
-            return value
-        return self.values[reg.name][index]
-
-    def write(self, offset: int, value: int) -> None:
-        reg, index = _locate(REGISTERS, offset)
-        if reg is None or reg.access in (Access.RO, Access.RC):
-            self.status |= STATUS.pack(bad_access=1)
-            return
-        self.values[reg.name][index] = value
-        if reg.name == "rule_write":
-            self._rule_write(value)
-        elif reg.name == "queue_config_write":
-            self._queue_config_write(value)
-        elif reg.name == "counter_select":
-            sel = COUNTER_SELECT.unpack(value)
-            key = (int(sel["block"]), sel["unit"], sel["index"])
-            self.values["counter_value"] = list(self.counters.get(key, [0] * 16))
-
-    def _rule_write(self, value: int) -> None:
-        index = value & 0x1FF
-        if index >= self.rules:
-            self.status |= STATUS.pack(bad_rule_index=1)
-            return
-        word = sum(w << (32 * i) for i, w in enumerate(self.values["rule_data"][:RULE_WORDS]))
-        rule = FLOW_RULE.unpack(word)
-        action = ACTION.unpack(rule["action"])
-        if rule["valid"] and ((action["kind"] == ActionKind.HOST and action["queue"] >= self.queues)
-                              or (action["kind"] == ActionKind.FORWARD
-                                  and action["port"] >= self.ports)):
-            self.status |= STATUS.pack(bad_rule=1)
-            return
-        self.table[index] = word
-
-    def _queue_config_write(self, value: int) -> None:
-        sel = QUEUE_CONFIG_WRITE.unpack(value)
-        tx, unit, flow = bool(sel["tx"]), sel["unit"], sel["flow"]
-        units = self.ports if tx else self.queues + 1
-        flows = self.tx_flows + self.ports if tx else self.rules + 1
-        if unit >= units or flow >= flows:
-            self.status |= STATUS.pack(bad_queue_config=1)
-            return
-        cfg = QUEUE_CONFIG.unpack(self.values["queue_config"][0])
-        self.quota[(tx, unit, flow)] = cfg["quota"] * QUOTA_UNIT
-
-    def classify(self, frame: bytes, port: int, rule: int | None) -> tuple[int, int, int, int]:
-        """(hit, rule index, packed action, flags) of a frame, as the flow table decides it."""
-        fields = parse(frame, port)
-        flags = fields["flags"]
-        if rule is None:
-            key = {name: fields[name] for name in FLOW_KEY.fields}
-            hit, index, action = lookup(self.table, key, self.values["default_action"][0])
-            return hit, index, action, flags
-        if not 0 <= rule < self.rules or not FLOW_RULE.unpack(self.table[rule])["valid"]:
-            raise ValueError(f"rule {rule} is not a valid entry of the model's flow table")
-        return 1, rule, FLOW_RULE.unpack(self.table[rule])["action"], flags
-
-
-_LOCATIONS: dict[int, dict[int, tuple]] = {}
-
-
-def _locate(regmap, offset: int):
-    """(register, index) at a byte offset of a register map, or (None, 0)."""
-    table = _LOCATIONS.get(id(regmap))
-    if table is None:
-        table = _LOCATIONS[id(regmap)] = {
-            reg.offset + 4 * i: (reg, i) for reg in regmap for i in range(reg.count)}
-    return table.get(offset, (None, 0))
-
-
 class DmaDeviceModel(PcieBus):
     """The device behind BAR0, with `ports` Ethernet ports, `queues` host queues (+ slow path),
     `rules` flow-table entries, `tx_flows` per port, `tx_rings` TX rings, `vectors` MSI-X
@@ -238,7 +132,7 @@ class DmaDeviceModel(PcieBus):
     def __init__(self, *, ports: int = 2, queues: int = 2, rules: int = 16, tx_flows: int = 8,
                  tx_rings: int = 1, max_chunks: int = MAX_CHUNKS,
                  max_ring_log2: int = MAX_RING_LOG2, vectors: int = 4):
-        self.core = _Core(ports, queues, rules, tx_flows)
+        self.core = CoreModel(ports, queues, rules, tx_flows)
         self.irq_vectors = vectors
         self.config = DMA_CONFIG.pack(rx_rings=queues + 1, tx_rings=tx_rings,
                                       max_chunks=max_chunks, max_ring_log2=max_ring_log2,
@@ -298,7 +192,7 @@ class DmaDeviceModel(PcieBus):
             o = (offset - BAR0.msix_pba.offset) * 8
             return sum(1 << i for i in range(32) if o + i < len(self.pending)
                        and self.pending[o + i] and self._masked(o + i))
-        reg, index = _locate(DMA_REGISTERS, offset - BAR0.dma.offset)
+        reg, index = locate(DMA_REGISTERS, offset - BAR0.dma.offset)
         if reg is None:
             return 0
         if reg.name == "status":
@@ -341,7 +235,7 @@ class DmaDeviceModel(PcieBus):
             return
         if offset in BAR0.msix_pba:
             return  # read-only (PCIe Base Spec §7.7.2.10)
-        reg, index = _locate(DMA_REGISTERS, offset - BAR0.dma.offset)
+        reg, index = locate(DMA_REGISTERS, offset - BAR0.dma.offset)
         if reg is None or reg.access in (Access.RO, Access.RC):
             self.status |= DMA_STATUS.pack(bad_access=1)
             return
