@@ -180,10 +180,13 @@ async def polling_without_vectors(dut):
         assert bus.read32(PENDING) == 0  # disabled: the event is not even latched
         bus.write32(SCRATCH, 0x600D)
         assert bus.read32(SCRATCH) == 0x600D  # polled register access still works
+        assert int(dut.config__bus_master.value) == 1
+        bus.close()  # gives up bus mastering, through configuration space
 
     await bridge(driver)()
     assert adapter.checker.counts["msix"] == 0
     assert int(dut.config__msix_enable.value) == 0
+    assert int(dut.config__bus_master.value) == 0 and not adapter.function.bus_master_enable
 
 
 @cocotb.test()
