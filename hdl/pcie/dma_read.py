@@ -120,7 +120,7 @@ class DmaReader(wiring.Component):
 
     def __init__(self, width: int, *, tags: int = 32, buffer_bytes: int = 16384,
                  timeout: int = 1 << 16, max_read_request: int = 4096, len_bits: int = 16,
-                 id_bits: int = 8, commands: int = 8):
+                 id_bits: int = 8, commands: int = 32):
         if width not in WIDTHS:
             raise ValueError(f"width must be one of {WIDTHS}, not {width!r}")
         if not isinstance(tags, int) or not 1 <= tags <= 256:

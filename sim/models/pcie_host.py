@@ -10,8 +10,10 @@ does not import Amaranth or cocotbext-pcie (the real root complex is used by the
 
 - memory writes (MWr) go to `HostMemory`, honouring the byte enables;
 - memory reads (MRd) are served with completions split at the read completion boundary (RCB,
-  64 or 128 bytes, §2.3.1.1), several RCB blocks per completion unless ``split_on_all_rcb``, in
-  address order within a request but out of order between tags, after a random delay;
+  64 or 128 bytes, §2.3.1.1), several RCB blocks per completion unless ``split_on_all_rcb`` (a
+  random number of them, or as many as MPS allows with ``largest_completions``), in
+  address order within a request but out of order between tags, after a random delay (each
+  completion goes to a random due request with probability ``reorder``, else to the oldest);
 - ``ur_rate`` / ``ca_rate`` end a request with an Unsupported Request / Completer Abort
   completion (after some successful ones, at random); ``drop_rate`` never answers a request
   (the requester's completion timeout must fire); ``malformed_rate`` sends, now and then, an
@@ -213,6 +215,8 @@ class _Stats:
     write_bytes: int = 0
     errors_sent: int = 0
     malformed_sent: int = 0
+    first_completion_cycle: int | None = None
+    last_completion_cycle: int | None = None
     write_log: list = field(default_factory=list)
 
 
@@ -226,7 +230,8 @@ class PcieHost:
                  delay: tuple[int, int] = (20, 60), req_ready: float = 1.0,
                  cpl_valid: float = 1.0, ur_rate: float = 0.0, ca_rate: float = 0.0,
                  drop_rate: float = 0.0, malformed_rate: float = 0.0,
-                 timeout: int | None = None, header_dw: int | None = None):
+                 timeout: int | None = None, header_dw: int | None = None,
+                 largest_completions: bool = False, reorder: float = 1.0):
         if rcb not in (64, 128):
             raise ValueError(f"the read completion boundary is 64 or 128 bytes, not {rcb}")
         for name, size in (("mps", mps), ("mrrs", mrrs)):
@@ -244,6 +249,8 @@ class PcieHost:
         self.ur_rate, self.ca_rate, self.drop_rate = ur_rate, ca_rate, drop_rate
         self.malformed_rate = malformed_rate
         self.timeout = timeout
+        self.largest_completions = largest_completions
+        self.reorder = reorder
         self.header_dw = header_dw
         self.bus_master = True
         self.cycle = 0
@@ -404,7 +411,10 @@ class PcieHost:
         due = [r for r in self.outstanding.values() if r.due <= self.cycle and not r.dropped]
         if not due:
             return None
-        read = self.rng.choice(due)
+        if self.rng.random() < self.reorder:
+            read = self.rng.choice(due)
+        else:  # the oldest request first, as a memory controller mostly answers
+            read = min(due, key=lambda r: r.issued)
         addr = read.start + read.sent
         remaining = read.end - addr
         if read.error is not None and addr >= read.error_at:
@@ -419,7 +429,7 @@ class PcieHost:
         if not self.split_on_all_rcb:
             limit = min(read.end, (addr & ~3) + self.mps)
             choices = [b for b in range(boundary, limit + 1, self.rcb)] or [boundary]
-            boundary = self.rng.choice(choices)
+            boundary = choices[-1] if self.largest_completions else self.rng.choice(choices)
         stop = min(read.end, boundary)
         if read.error is not None and read.error_at > addr:
             stop = min(stop, read.error_at)
@@ -462,5 +472,8 @@ class PcieHost:
             _, _, ready = await ctx.tick().sample(stream.ready)
             if offer and ready:
                 beat = unpack(self.layout, beats.popleft())
+                if self.stats.first_completion_cycle is None:
+                    self.stats.first_completion_cycle = self.cycle
+                self.stats.last_completion_cycle = self.cycle
                 if self.header_dw is not None:
                     credit -= bin(beat["strb"]).count("1") + (self.header_dw if beat["sop"] else 0)
