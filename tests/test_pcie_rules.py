@@ -10,7 +10,7 @@ pytest.importorskip("cocotbext.pcie")
 from cocotbext.pcie.core.tlp import CplStatus, Tlp, TlpType
 from cocotbext.pcie.core.utils import PcieId
 
-from partner.sim.pcie import (
+from partner.sim.pcie_rules import (
     PcieRuleError,
     TlpChecker,
     TlpImage,
