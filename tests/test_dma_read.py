@@ -181,7 +181,7 @@ def test_timeout_ends_a_command():
     codes = [s["status"] for s in statuses]
     assert DmaStatus.TIMEOUT in codes and DmaStatus.OK in codes
     assert set(codes) <= {DmaStatus.OK, DmaStatus.TIMEOUT}
-    assert h.counters["timeouts"] == codes.count(DmaStatus.TIMEOUT)
+    assert h.counters["timeouts"] == h.host.stats.dropped >= codes.count(DmaStatus.TIMEOUT)
     for (addr, length), packet, code in zip(commands, packets, codes, strict=True):
         if code == DmaStatus.OK:
             assert packet == h.host.memory.read(addr, length)

@@ -215,6 +215,7 @@ class _Stats:
     write_bytes: int = 0
     errors_sent: int = 0
     malformed_sent: int = 0
+    dropped: int = 0
     first_completion_cycle: int | None = None
     last_completion_cycle: int | None = None
     write_log: list = field(default_factory=list)
@@ -378,6 +379,7 @@ class PcieHost:
         roll = self.rng.random()
         if roll < self.drop_rate:
             read.dropped = True
+            self.stats.dropped += 1
         elif roll < self.drop_rate + self.ur_rate + self.ca_rate:
             read.error = (CompletionStatus.UR if roll < self.drop_rate + self.ur_rate
                           else CompletionStatus.CA)
