@@ -6,7 +6,7 @@ import json
 import pathlib
 import sys
 
-BENCHMARKS = ["pvec", "datapath", "datapath_synth"]
+BENCHMARKS = ["pvec", "dma", "datapath", "datapath_synth"]
 OUT = pathlib.Path(__file__).resolve().parent.parent / "build" / "bench"
 
 

@@ -1,0 +1,26 @@
+"""The PCIe host adapter's figures (build/bench/dma.json), gathered from their benchmarks.
+
+- `efficiency` (bench/dma_link.py, simulated cycles): DMA read (TX) and write (RX) payload
+  throughput divided by the TLP link's payload ceiling, frames of 64 .. 9000 bytes at stream
+  widths 64 and 256; limit 0.90 for frames of 512 bytes and more.
+- `host_batch_speedup` (bench/dma_host.py, wall clock, same run): frames per second of
+  `pull_many(256)` over one `pull()` at a time on the memory-only ring model; limit 2.0.
+
+Each part keeps its own details under its name; the checks of both are this file's checks.
+"""
+
+from . import dma_host, dma_link
+
+
+def run() -> dict:
+    link = dma_link.run()
+    host = dma_host.run()
+    checks = {f"efficiency_{name}": value for name, value in link.get("checks", {}).items()}
+    checks.update(host["checks"])
+    return {
+        "efficiency": link["efficiency"],
+        "host_batch_speedup": host["host_batch_speedup"],
+        "link": {k: v for k, v in link.items() if k != "checks"},
+        "host": {k: v for k, v in host.items() if k != "checks"},
+        "checks": checks,
+    }
