@@ -30,7 +30,7 @@ Memories (``amaranth.lib.memory.Memory``): cell data, cell links, per-frame meta
 head, tail, bytes in use) and the scheduler's per-flow state are registers. See docs/queues.md.
 """
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -39,7 +39,8 @@ from amaranth.utils import exact_log2
 from partner.formats import FRAME_META
 
 from .cell_buffer import CellAllocator
-from .scheduler import Scheduler
+from .rmw_memory import RmwMemory
+from .scheduler import Scheduler, frame_ref
 from .stream import PacketStream, packet_layout
 from .wire import layout
 
@@ -138,13 +139,19 @@ class FlowQueues(wiring.Component):
         w, n, cells = self.width_bytes, self.flows, self.cells
         bpc = self.cell_bytes // w  # beats per cell
         lbpc, lcb, cbits = exact_log2(bpc), exact_log2(self.cell_bytes), exact_log2(cells)
+        count_bits = cbits + 1  # frames one flow can hold (at most `cells`), plus one
+        # Byte totals wrap modulo 2**acc_bits, 8 times the buffer: see "admission" below.
+        acc_bits = exact_log2(self.byte_capacity) + 3
+        lut = {"ram_style": "distributed"}
 
         def cells_for(nbytes):
             return (nbytes + self.cell_bytes - 1) >> lcb
 
         m.submodules.alloc = alloc = CellAllocator(cells)
-        m.submodules.sched = sched = Scheduler(n, self.classes, self.quantum, LEN_BITS)
+        m.submodules.sched = sched = Scheduler(n, self.classes, self.quantum, cell_bits=cbits,
+                                               len_bits=LEN_BITS, count_bits=count_bits)
         m.d.comb += self.alloc_error.eq(alloc.underflow)
+        ref = frame_ref(cbits, LEN_BITS)
 
         # -- memories -----------------------------------------------------------------------
         m.submodules.data_mem = data_mem = Memory(shape=8 * w, depth=cells * bpc, init=[])
@@ -154,37 +161,31 @@ class FlowQueues(wiring.Component):
         link_wr, link_rd = link_mem.write_port(), link_mem.read_port()
         # Indexed by a frame's first cell: the next frame of the same flow, and its length, so
         # that one read gives the scheduler the new head when a frame is dequeued.
-        frame_ref = data.StructLayout({"cell": cbits, "len": LEN_BITS})
-        m.submodules.next_mem = next_mem = Memory(shape=frame_ref, depth=cells, init=[])
+        m.submodules.next_mem = next_mem = Memory(shape=ref, depth=cells, init=[])
         next_wr, next_rd = next_mem.write_port(), next_mem.read_port()
         m.submodules.meta_mem = meta_mem = Memory(shape=self.meta_shape, depth=cells, init=[])
         meta_wr, meta_rd = meta_mem.write_port(), meta_mem.read_port()
-        # In LUT RAM even where block RAM would fit: a block RAM's slow clock-to-output would
-        # start the admission check, the longest path.
         m.submodules.quota_mem = quota_mem = Memory(
-            shape=len(self.cfg_quota_bytes), depth=n, init=[],
-            attrs={"ram_style": "distributed"})
-        quota_wr = quota_mem.write_port()
-        quota_rd = quota_mem.read_port(transparent_for=(quota_wr,))
-        m.submodules.enq_mem = enq_mem = Memory(shape=_ENQ_COUNTERS, depth=n, init=[])
-        enq_wr = enq_mem.write_port()
-        enq_rd = enq_mem.read_port(transparent_for=(enq_wr,))  # read-modify-write per frame
-        enq_host = enq_mem.read_port()
-        m.submodules.deq_mem = deq_mem = Memory(shape=32, depth=n, init=[])
-        deq_wr = deq_mem.write_port()
-        deq_rd = deq_mem.read_port(transparent_for=(deq_wr,))
-        deq_host = deq_mem.read_port()
+            shape=len(self.cfg_quota_bytes), depth=n, init=[])
+        quota_wr, quota_rd = quota_mem.write_port(), quota_mem.read_port()
+        # Per-flow byte totals, one writer each: bytes admitted (the writer) and bytes released
+        # (the output side); bytes in use = admitted - released.
+        m.submodules.admitted = adm = RmwMemory(acc_bits, n, extra_reads=1,
+                                                cleared_by_reset=True)
+        m.submodules.released = rel = RmwMemory(acc_bits, n, extra_reads=2,
+                                                cleared_by_reset=True)
+        m.submodules.enq_counters = enq = RmwMemory(_ENQ_COUNTERS, n, extra_reads=1)
+        m.submodules.deq_counters = deq = RmwMemory(32, n, extra_reads=1)
+        # Per-flow queue state of the writer: the tail frame and the frames ever committed.
+        m.submodules.tail_mem = tail_mem = Memory(shape=cbits, depth=n, init=[], attrs=lut)
+        tail_wr, tail_rd = tail_mem.write_port(), tail_mem.read_port(domain="comb")
+        m.submodules.enq_count_mem = enq_count_mem = Memory(shape=count_bits, depth=n, init=[],
+                                                            attrs=lut)
+        enq_count_wr = enq_count_mem.write_port()
+        enq_count_rd = enq_count_mem.read_port(domain="comb")
+        enq_count_sched = enq_count_mem.read_port(domain="comb")
+        enq_count_ok = Signal(n)  # entry written since reset (else the count reads as 0)
 
-        # -- per-flow queue state -------------------------------------------------------------
-        count = Array(Signal(range(cells + 1), name=f"count_{i}") for i in range(n))
-        # count != 0 and count == 1, as registers: the scheduler starts from them.
-        nonempty = Signal(n)
-        single = Signal(n)
-        head_cell = Array(Signal(cbits, name=f"head_cell_{i}") for i in range(n))
-        head_len = Array(Signal(LEN_BITS, name=f"head_len_{i}") for i in range(n))
-        tail_cell = Array(Signal(cbits, name=f"tail_cell_{i}") for i in range(n))
-        in_use = Array(Signal(range(self.byte_capacity + 1), name=f"in_use_{i}")
-                       for i in range(n))
         free_avail = Signal(range(cells + 1), init=cells)
         m.d.comb += self.free_cells.eq(free_avail)
 
@@ -196,43 +197,22 @@ class FlowQueues(wiring.Component):
             sched.cfg_weight.eq(self.cfg_weight), sched.cfg_en.eq(self.cfg_en),
         ]
 
-        # -- input: register the beat; read its flow's quota meanwhile -----------------------
+        # -- input: register the beat; its flow's quota and released bytes are read meanwhile --
         i = self.i_stream
-        m.d.comb += [i.ready.eq(1), quota_rd.addr.eq(self.i_flow)]
-        s1_valid = Signal()
-        s1_beat = Signal(packet_layout(w))
-        s1_flow = Signal(range(n))
-        s1_len = Signal(LEN_BITS)
-        s1_meta = Signal(self.meta_shape)
-        m.d.sync += s1_valid.eq(i.valid)
+        m.d.comb += [i.ready.eq(1), quota_rd.addr.eq(self.i_flow),
+                     rel.x_addr[0].eq(self.i_flow)]
+        v1 = Signal()
+        beat1 = Signal(packet_layout(w))
+        flow_in1 = Signal(range(n))
+        len_in1 = Signal(LEN_BITS)
+        meta1 = Signal(self.meta_shape)
+        m.d.sync += v1.eq(i.valid)
         with m.If(i.valid):
-            m.d.sync += [s1_beat.eq(i.payload), s1_flow.eq(self.i_flow),
-                         s1_len.eq(self.i_length), s1_meta.eq(self.i_meta)]
+            m.d.sync += [beat1.eq(i.payload), flow_in1.eq(self.i_flow),
+                         len_in1.eq(self.i_length), meta1.eq(self.i_meta)]
 
-        # -- writer stage 2 registers (declared first: stage 1 forwards from them) -----------
-        s2_valid, s2_start, s2_last, s2_admitted = Signal(), Signal(), Signal(), Signal()
-        s2_store, s2_new_cell = Signal(), Signal()
-        s2_ok_quota, s2_ok_buf = Signal(), Signal()
-        s2_flow = Signal(range(n))
-        s2_len = Signal(LEN_BITS)
-        s2_stored = Signal(LEN_BITS)
-        s2_bic = Signal(lbpc)
-        s2_data = Signal(8 * w)
-        s2_meta = Signal(self.meta_shape)
-        # Accounting of the beat if its frame is admitted, worked out in stage 1 beside the
-        # decision so that stage 2 only selects: + length at a first beat, - what a short
-        # frame gives back at its last beat; cells likewise, the other way round.
-        s2_bytes_if = Signal(signed(LEN_BITS + 1))
-        s2_cells_if = Signal(signed(cbits + 2))
-        bytes_delta = Signal(signed(LEN_BITS + 1))  # applied at this edge (stage 2)
-        cells_delta = Signal(signed(cbits + 2))
-        s2_act = s2_valid & s2_admitted & (s2_start | s2_last)
-        m.d.comb += [bytes_delta.eq(Mux(s2_act, s2_bytes_if, 0)),
-                     cells_delta.eq(Mux(s2_act, s2_cells_if, 0))]
-
-        # -- writer stage 1: admission at the first beat (early drop), framing ---------------
-        w_busy = Signal()  # between a first and a last beat
-        w_admit = Signal()
+        # -- stage 1: framing; what the beat would do if its frame is admitted ----------------
+        busy = Signal()  # between a first and a last beat
         w_flow = Signal(range(n))
         w_len = Signal(LEN_BITS)
         w_bic = Signal(lbpc)  # position of the next beat in its cell (0: needs a new cell)
@@ -240,147 +220,182 @@ class FlowQueues(wiring.Component):
         w_rem = Signal(signed(LEN_BITS + 1))  # announced bytes not covered by stored beats
         w_cells = Signal(signed(cbits + 2))  # reserved cells not allocated yet
 
-        start = s1_valid & ~w_busy
-        flow = Signal(range(n))
-        length = Signal(LEN_BITS)
-        m.d.comb += [flow.eq(Mux(start, s1_flow, w_flow)), length.eq(Mux(start, s1_len, w_len))]
-        # The beat in stage 2 updates bytes and cells at this edge: forward its change.
-        forward = s2_act & (s2_flow == s1_flow)
-        charge = Signal(signed(LEN_BITS + 2))
-        headroom = Signal(signed(len(self.cfg_quota_bytes) + 1))
-        free_now = Signal(signed(cbits + 2))
-        m.d.comb += [
-            charge.eq(Mux(forward, s1_len + bytes_delta, s1_len)),
-            headroom.eq(quota_rd.data - in_use[s1_flow]),
-            free_now.eq(free_avail + cells_delta),
-        ]
-        need = Signal(LEN_BITS)
-        m.d.comb += need.eq(cells_for(s1_len))
-        ok_quota = (s1_len != 0) & (charge <= headroom)
-        ok_buf = need <= free_now
-        admit = ok_quota & ok_buf
-        admitted = Mux(start, admit, w_admit)
-
+        start1 = v1 & ~busy
+        last1 = beat1.last
+        flow1 = Mux(start1, flow_in1, w_flow)
+        length1 = Mux(start1, len_in1, w_len)
         rem = Signal(signed(LEN_BITS + 1))
-        m.d.comb += rem.eq(Mux(start, s1_len, w_rem))
-        has_room = s1_valid & (rem > 0)  # beats past the announced length are cut
-        store = has_room & admitted
+        m.d.comb += rem.eq(Mux(start1, len_in1, w_rem))
+        has_room = v1 & (rem > 0)  # beats past the announced length are cut
         bic = Signal(lbpc)
-        m.d.comb += bic.eq(Mux(start, 0, w_bic))
-        new_cell = store & (bic == 0)
-        # The same for a beat after the first, from registers only: keeps the admission
-        # decision (a first beat's) out of the paths of the beats that follow it.
-        w_new_cell = has_room & w_admit & (w_bic == 0)
-        nbytes = s1_beat.nbytes
+        m.d.comb += bic.eq(Mux(start1, 0, w_bic))
+        new_cell = has_room & (bic == 0)
+        need = Signal(LEN_BITS)
+        m.d.comb += need.eq(cells_for(len_in1))
+        nbytes = beat1.nbytes
         nb = Mux(nbytes == 0, 1, Mux(nbytes > w, w, nbytes))  # non-last beats count as full
         # At the last beat: bytes announced but not delivered (a short frame) go back.
         give_bytes = Signal(LEN_BITS)
         m.d.comb += give_bytes.eq(Mux(rem > nb, rem - nb, 0))
-        last = s1_beat.last
-
-        with m.If(s1_valid):
-            m.d.sync += w_busy.eq(~last)
-            with m.If(start):
-                m.d.sync += [w_flow.eq(s1_flow), w_len.eq(s1_len), w_admit.eq(admit),
-                             w_cells.eq(need - 1)]
-            with m.Elif(w_new_cell):
+        with m.If(v1):
+            m.d.sync += busy.eq(~last1)
+            with m.If(start1):
+                m.d.sync += [w_flow.eq(flow_in1), w_len.eq(len_in1), w_cells.eq(need - 1)]
+            with m.Elif(new_cell):
                 m.d.sync += w_cells.eq(w_cells - 1)
             with m.If(has_room):
                 m.d.sync += [w_bic.eq(bic + 1), w_rem.eq(rem - w)]
-        m.d.sync += [
-            s2_valid.eq(s1_valid), s2_start.eq(start), s2_last.eq(last),
-            s2_admitted.eq(admitted), s2_store.eq(store), s2_new_cell.eq(new_cell),
-            s2_ok_quota.eq(ok_quota), s2_ok_buf.eq(ok_buf),
-            s2_flow.eq(flow), s2_len.eq(length), s2_stored.eq(length - give_bytes),
-            s2_bic.eq(bic), s2_data.eq(s1_beat.data), s2_meta.eq(s1_meta),
+
+        def stage(name, shape, value, valid_only=False):
+            reg = Signal(shape, name=name)
+            m.d.sync += reg.eq(value)
+            return reg
+
+        # Stage registers. A beat moves one stage per cycle; `sN` is its state in stage N.
+        s2 = dict(
+            valid=stage("s2_valid", 1, v1), start=stage("s2_start", 1, start1),
+            last=stage("s2_last", 1, last1), flow=stage("s2_flow", range(n), flow1),
+            len=stage("s2_len", LEN_BITS, length1),
+            stored=stage("s2_stored", LEN_BITS, length1 - give_bytes),
+            store=stage("s2_store", 1, has_room), new_cell=stage("s2_new_cell", 1, new_cell),
+            bic=stage("s2_bic", lbpc, bic), data=stage("s2_data", 8 * w, beat1.data),
+            meta=stage("s2_meta", self.meta_shape, meta1),
+            need=stage("s2_need", LEN_BITS, need),
             # A one-beat frame takes what it delivered and one cell; a longer frame reserves
             # its announced length and cells at its first beat and returns the rest at its
             # last.
-            s2_bytes_if.eq(Mux(start, Mux(last, s1_len - give_bytes, s1_len),
-                               Mux(last, -give_bytes, 0))),
-            s2_cells_if.eq(Mux(start, Mux(last, -1, -need),
-                               Mux(last, w_cells - w_new_cell, 0))),
-        ]
+            bytes_if=stage("s2_bytes_if", signed(LEN_BITS + 1),
+                           Mux(start1, Mux(last1, len_in1 - give_bytes, len_in1),
+                               Mux(last1, -give_bytes, 0))),
+            cells_if=stage("s2_cells_if", signed(cbits + 2),
+                           Mux(start1, Mux(last1, -1, -need),
+                               Mux(last1, w_cells - new_cell, 0))),
+            quota=stage("s2_quota", len(self.cfg_quota_bytes), quota_rd.data),
+            rel=stage("s2_rel", acc_bits, Mux(rel.x_ok[0], rel.x_data[0], 0)),
+        )
+        # -- stage 2: headroom = quota - length; the admitted-bytes update starts --------------
+        headroom = Signal(signed(len(self.cfg_quota_bytes) + 1))
+        m.d.comb += [headroom.eq(s2["quota"] - s2["len"]), adm.addr.eq(s2["flow"])]
+        s3 = {k: stage(f"s3_{k}", v.shape(), v) for k, v in s2.items()
+              if k not in ("quota",)}
+        s3["headroom"] = stage("s3_headroom", headroom.shape(), headroom)
+        s3["closed"] = stage("s3_closed", 1, (s2["quota"] == 0) | (s2["len"] == 0))
 
-        # -- writer stage 2: allocate cells, write, count, and queue the frame at its end ----
-        w2_cell = Signal(cbits)  # cell of the frame being written
-        w2_first = Signal(cbits)  # its first cell: the frame's handle
+        # -- stage 3: the admission bound, relative to the released bytes ----------------------
+        # Admit iff in_use + length <= quota, in_use = admitted - released. With
+        # h = min(quota - length, 2**(acc_bits-1) - 1) and y = released + h (mod 2**acc_bits),
+        # that is: (y - admitted) mod 2**acc_bits < 2**(acc_bits-1), because in_use (as seen with
+        # a released total a few cycles old) stays below twice the buffer, a quarter of the
+        # modulus. Stage 4 then needs one subtraction.
+        hmax = (1 << (acc_bits - 1)) - 1
+        h = s3["headroom"]
+        bound = Signal(acc_bits)
+        m.d.comb += [bound.eq(s3["rel"] + Mux(h > hmax, hmax, h[:acc_bits])),
+                     enq.addr.eq(s3["flow"])]
+        s4 = {k: stage(f"s4_{k}", v.shape(), v) for k, v in s3.items()
+              if k not in ("rel", "headroom", "closed")}
+        s4["bound"] = stage("s4_bound", acc_bits, bound)
+        s4["bad"] = stage("s4_bad", 1, s3["closed"] | h[-1])
+
+        # -- stage 4: admission at the first beat (early drop) ---------------------------------
+        w_admit = Signal()
+        room = Signal(acc_bits)
+        m.d.comb += room.eq(s4["bound"] - adm.old)
+        ok_quota = ~s4["bad"] & ~room[-1]
+        ok_buf = s4["need"] <= free_avail
+        admit = ok_quota & ok_buf
+        admitted = Mux(s4["start"], admit, w_admit)
+        act = s4["valid"] & admitted & (s4["start"] | s4["last"])
+        with m.If(s4["valid"] & s4["start"]):
+            m.d.sync += w_admit.eq(admit)
+        m.d.comb += [adm.new.eq(adm.old + s4["bytes_if"]), adm.write.eq(act)]
+
+        # Free cells: this beat's reservation or give-back, and a release (see below). Both
+        # sums are formed before `act` is known, which then only selects.
+        rel_cells = Signal(range(cells + 1))
+        with_beat = Signal(signed(cbits + 3))
+        m.d.comb += with_beat.eq(rel_cells + s4["cells_if"])
+        m.d.sync += free_avail.eq(free_avail + Mux(act, with_beat, rel_cells))
+
+        s5 = {k: stage(f"s5_{k}", v.shape(), v) for k, v in s4.items()
+              if k not in ("bound", "bad", "need", "bytes_if", "cells_if")}
+        s5["admitted"] = stage("s5_admitted", 1, admitted)
+        s5["ok_quota"] = stage("s5_ok_quota", 1, ok_quota)
+        s5["ok_buf"] = stage("s5_ok_buf", 1, ok_buf)
+
+        # -- stage 5: allocate cells, write, count, and queue the frame at its end ------------
+        w5_cell = Signal(cbits)  # cell of the frame being written
+        w5_first = Signal(cbits)  # its first cell: the frame's handle
         cell = Signal(cbits)
         first_cell = Signal(cbits)
-        admit2 = s2_valid & s2_start & s2_admitted
-        commit = s2_valid & s2_last & s2_admitted
+        store = s5["valid"] & s5["store"] & s5["admitted"]
+        new_cell5 = s5["valid"] & s5["new_cell"] & s5["admitted"]
+        start5 = s5["valid"] & s5["start"]
+        commit = s5["valid"] & s5["last"] & s5["admitted"]
         m.d.comb += [
-            cell.eq(Mux(s2_new_cell, alloc.cell, w2_cell)),
-            first_cell.eq(Mux(s2_start, alloc.cell, w2_first)),
-            alloc.alloc.eq(s2_new_cell),
-            data_wr.addr.eq(Cat(s2_bic, cell)), data_wr.data.eq(s2_data),
-            data_wr.en.eq(s2_store),
-            link_wr.addr.eq(w2_cell), link_wr.data.eq(alloc.cell),
-            link_wr.en.eq(s2_new_cell & ~s2_start),
-            meta_wr.addr.eq(alloc.cell), meta_wr.data.eq(s2_meta), meta_wr.en.eq(admit2),
+            cell.eq(Mux(new_cell5, alloc.cell, w5_cell)),
+            first_cell.eq(Mux(s5["start"], alloc.cell, w5_first)),
+            alloc.alloc.eq(new_cell5),
+            data_wr.addr.eq(Cat(s5["bic"], cell)), data_wr.data.eq(s5["data"]),
+            data_wr.en.eq(store),
+            link_wr.addr.eq(w5_cell), link_wr.data.eq(alloc.cell),
+            link_wr.en.eq(new_cell5 & ~s5["start"]),
+            meta_wr.addr.eq(alloc.cell), meta_wr.data.eq(s5["meta"]),
+            meta_wr.en.eq(start5 & s5["admitted"]),
         ]
-        with m.If(s2_store):
-            m.d.sync += w2_cell.eq(cell)
-        with m.If(s2_valid & s2_start):
-            m.d.sync += w2_first.eq(alloc.cell)
+        with m.If(store):
+            m.d.sync += w5_cell.eq(cell)
+        with m.If(start5):
+            m.d.sync += w5_first.eq(alloc.cell)
 
-        # Per-flow counters of the input side: a read-modify-write per first beat, read in
-        # stage 1 (transparent to stage 2's write of the previous frame) and written in stage 2.
-        enq_old = enq_rd.data
+        old = enq.old
         m.d.comb += [
-            enq_rd.addr.eq(s1_flow),
-            enq_wr.addr.eq(s2_flow), enq_wr.en.eq(s2_valid & s2_start),
-            enq_wr.data.frames.eq(enq_old.frames + s2_admitted),
-            enq_wr.data.bytes.eq(enq_old.bytes + Mux(s2_admitted, s2_len, 0)),
-            enq_wr.data.drop_quota.eq(enq_old.drop_quota + ~s2_ok_quota),
-            enq_wr.data.drop_nobuf.eq(enq_old.drop_nobuf + (s2_ok_quota & ~s2_ok_buf)),
+            enq.write.eq(start5),
+            enq.new.frames.eq(old.frames + s5["admitted"]),
+            enq.new.bytes.eq(old.bytes + Mux(s5["admitted"], s5["len"], 0)),
+            enq.new.drop_quota.eq(old.drop_quota + ~s5["ok_quota"]),
+            enq.new.drop_nobuf.eq(old.drop_nobuf + (s5["ok_quota"] & ~s5["ok_buf"])),
             # One cycle per frame dropped at its first beat (quota or buffer): the core's
             # events and anything else that wants to notice drops as they happen.
-            self.o_dropped.eq(s2_valid & s2_start & ~s2_admitted),
+            self.o_dropped.eq(start5 & ~s5["admitted"]),
         ]
 
-        # -- scheduler and queue state ----------------------------------------------------------
-        slot_valid = Signal()  # one-frame lookahead: the next frame to output
+        # Queue the frame. A queue that is empty, or whose last frame the scheduler dequeues
+        # in this cycle, gets it as its new head through an activation; otherwise it is linked
+        # behind the tail frame. Both sides decide from the same counts of this cycle.
+        cflow = s5["flow"]
+        enq_count = Signal(count_bits)
+        m.d.comb += [
+            tail_rd.addr.eq(cflow), enq_count_rd.addr.eq(cflow), sched.q_flow.eq(cflow),
+            enq_count.eq(Mux(enq_count_ok.bit_select(cflow, 1), enq_count_rd.data, 0)),
+            enq_count_sched.addr.eq(sched.count_flow),
+            sched.enq_bump.eq(commit & (cflow == sched.count_flow)),
+            sched.enq_count.eq(Mux(enq_count_ok.bit_select(sched.count_flow, 1),
+                                   enq_count_sched.data, 0)),
+        ]
+        activate = (enq_count == sched.q_deq_count) | (sched.sel_emptying
+                                                       & (sched.sel_flow == cflow))
+        m.d.comb += [
+            next_wr.addr.eq(tail_rd.data), next_wr.data.cell.eq(first_cell),
+            next_wr.data.len.eq(s5["stored"]), next_wr.en.eq(commit & ~activate),
+            sched.act_valid.eq(commit & activate), sched.act_flow.eq(cflow),
+            sched.act_frame.cell.eq(first_cell), sched.act_frame.len.eq(s5["stored"]),
+            tail_wr.addr.eq(cflow), tail_wr.data.eq(first_cell), tail_wr.en.eq(commit),
+            enq_count_wr.addr.eq(cflow), enq_count_wr.data.eq(enq_count + 1),
+            enq_count_wr.en.eq(commit),
+        ]
+        with m.If(commit):
+            m.d.sync += enq_count_ok.bit_select(cflow, 1).eq(1)
+
+        # -- the one-frame lookahead slot, filled by the scheduler -----------------------------
+        slot_valid = Signal()
         slot_flow = Signal(range(n))
         slot_cell = Signal(cbits)
         slot_len = Signal(LEN_BITS)
-        pend = Signal()  # head of pend_flow is being read from next_mem
-        pend_flow = Signal(range(n))
-        sel, sf = sched.sel_valid, sched.sel_flow
-        m.d.comb += sched.step_en.eq(~slot_valid)
-        for k in range(n):
-            m.d.comb += [sched.eligible[k].eq(nonempty[k] & ~(pend & (pend_flow == k))),
-                         sched.head_len[k].eq(head_len[k])]
-        m.d.comb += sched.single.eq(single)
-
-        m.d.comb += [next_rd.addr.eq(head_cell[sf]), next_rd.en.eq(sel),
-                     meta_rd.addr.eq(head_cell[sf]), meta_rd.en.eq(sel)]
-        m.d.sync += [pend.eq(sel & (count[sf] >= 2)), pend_flow.eq(sf)]
-        with m.If(pend):
-            m.d.sync += [head_cell[pend_flow].eq(next_rd.data.cell),
-                         head_len[pend_flow].eq(next_rd.data.len)]
-
-        # A frame joining a queue that is empty (or being emptied at this edge) becomes its
-        # head directly; otherwise it is linked behind the tail.
-        cflow = s2_flow
-        joins_empty = ~nonempty.bit_select(cflow, 1) | (
-            single.bit_select(cflow, 1) & sel & (sf == cflow))
-        m.d.comb += [next_wr.addr.eq(tail_cell[cflow]), next_wr.data.cell.eq(first_cell),
-                     next_wr.data.len.eq(s2_stored), next_wr.en.eq(commit & ~joins_empty)]
-        with m.If(commit):
-            m.d.sync += tail_cell[cflow].eq(first_cell)
-            with m.If(joins_empty):
-                m.d.sync += [head_cell[cflow].eq(first_cell), head_len[cflow].eq(s2_stored)]
-
-        count_w = count[cflow] + 1 - (sel & (sf == cflow))
-        count_s = count[sf] - 1
-        for k in range(n):
-            with m.If(commit & (cflow == k)):
-                m.d.sync += [count[k].eq(count_w), nonempty[k].eq(1),
-                             single[k].eq(count_w == 1)]
-            with m.Elif(sel & (sf == k)):
-                m.d.sync += [count[k].eq(count_s), nonempty[k].eq(count_s != 0),
-                             single[k].eq(count_s == 1)]
+        m.d.comb += [sched.step_en.eq(~slot_valid),
+                     next_rd.addr.eq(sched.nx_addr), next_rd.en.eq(sched.nx_en),
+                     sched.nx_data.eq(next_rd.data),
+                     meta_rd.addr.eq(sched.sel_frame.cell), meta_rd.en.eq(sched.sel)]
 
         # -- reader: output register = data memory read port, reloaded 1 beat per cycle -------
         o = self.o_stream
@@ -420,9 +435,9 @@ class FlowQueues(wiring.Component):
         with m.If(take):
             m.d.sync += [o_len.eq(slot_len), self.o_flow.eq(slot_flow),
                          self.o_meta.eq(meta_rd.data), slot_valid.eq(0)]
-        with m.If(sel):
-            m.d.sync += [slot_valid.eq(1), slot_flow.eq(sf), slot_cell.eq(head_cell[sf]),
-                         slot_len.eq(head_len[sf])]
+        with m.If(sched.sel):
+            m.d.sync += [slot_valid.eq(1), slot_flow.eq(sched.sel_flow),
+                         slot_cell.eq(sched.sel_frame.cell), slot_len.eq(sched.sel_frame.len)]
         m.d.comb += [
             o.payload.nbytes.eq(o_nbytes), o.payload.first.eq(o_first),
             o.payload.last.eq(o_last),
@@ -432,37 +447,35 @@ class FlowQueues(wiring.Component):
         ]
 
         # -- release: a frame's bytes and cells are free once its last beat has left ---------
+        # The released-bytes and dequeue-counter updates start in the cycle the last beat
+        # leaves (r) and write at the end of r+2; admission reads the released bytes with the
+        # first beat, so first beats accepted at r+3 or later see them. The cells (and
+        # `frames_queued`) follow at the end of r+6, which is when the admission of such a
+        # first beat reads the free-cell count.
         rel_now = o.valid & o.ready & o.payload.last
-        rel_valid = Signal()
-        rel_flow = Signal(range(n))
-        rel_len = Signal(LEN_BITS)
-        m.d.sync += [rel_valid.eq(rel_now), rel_flow.eq(self.o_flow), rel_len.eq(o_len)]
-        m.d.comb += [deq_rd.addr.eq(self.o_flow), deq_rd.en.eq(rel_now),
-                     deq_wr.addr.eq(rel_flow), deq_wr.data.eq(deq_rd.data + 1),
-                     deq_wr.en.eq(rel_valid)]
-
-        # -- accounting: stage 2 of the writer and a release may hit the same flow at once ----
-        same = rel_valid & (rel_flow == s2_flow)
-        w_flow_bytes = in_use[s2_flow] + Mux(same, bytes_delta - rel_len, bytes_delta)
-        rel_flow_bytes = in_use[rel_flow] - rel_len
-        for k in range(n):
-            with m.If(s2_act & (s2_flow == k)):
-                m.d.sync += in_use[k].eq(w_flow_bytes)
-            with m.Elif(rel_valid & (rel_flow == k)):
-                m.d.sync += in_use[k].eq(rel_flow_bytes)
-        m.d.sync += [
-            free_avail.eq(free_avail + cells_delta + Mux(rel_valid, cells_for(rel_len), 0)),
-            self.frames_queued.eq(self.frames_queued + commit - rel_valid),
-        ]
+        m.d.comb += [rel.addr.eq(self.o_flow), deq.addr.eq(self.o_flow)]
+        rel_valid = [rel_now]
+        rel_len = [o_len]
+        for k in range(1, 7):
+            rel_valid.append(stage(f"rel{k}_valid", 1, rel_valid[-1]))
+            rel_len.append(stage(f"rel{k}_len", LEN_BITS, rel_len[-1]))
+        m.d.comb += [rel.new.eq(rel.old + rel_len[2]), rel.write.eq(rel_valid[2]),
+                     deq.new.eq(deq.old + 1), deq.write.eq(rel_valid[2]),
+                     rel_cells.eq(Mux(rel_valid[6], cells_for(rel_len[6]), 0))]
+        m.d.sync += self.frames_queued.eq(self.frames_queued + commit - rel_valid[6])
 
         # -- counter read port ----------------------------------------------------------------
+        c_adm, c_rel = Signal(acc_bits), Signal(acc_bits)
+        m.d.sync += [c_adm.eq(Mux(adm.x_ok[0], adm.x_data[0], 0)),
+                     c_rel.eq(Mux(rel.x_ok[1], rel.x_data[1], 0))]
         m.d.comb += [
-            enq_host.addr.eq(self.c_flow), deq_host.addr.eq(self.c_flow),
-            self.c_enq_frames.eq(enq_host.data.frames),
-            self.c_enq_bytes.eq(enq_host.data.bytes),
-            self.c_drop_quota.eq(enq_host.data.drop_quota),
-            self.c_drop_nobuf.eq(enq_host.data.drop_nobuf),
-            self.c_deq_frames.eq(deq_host.data),
+            adm.x_addr[0].eq(self.c_flow), rel.x_addr[1].eq(self.c_flow),
+            enq.x_addr[0].eq(self.c_flow), deq.x_addr[0].eq(self.c_flow),
+            self.c_enq_frames.eq(enq.x_data[0].frames),
+            self.c_enq_bytes.eq(enq.x_data[0].bytes),
+            self.c_drop_quota.eq(enq.x_data[0].drop_quota),
+            self.c_drop_nobuf.eq(enq.x_data[0].drop_nobuf),
+            self.c_deq_frames.eq(deq.x_data[0]),
+            self.c_bytes_in_use.eq(c_adm - c_rel),
         ]
-        m.d.sync += self.c_bytes_in_use.eq(in_use[self.c_flow])
         return m

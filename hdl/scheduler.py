@@ -1,125 +1,135 @@
-# Frame scheduler: strict priority between classes, Deficit Round Robin among the flows of a
-# class (M. Shreedhar, G. Varghese, "Efficient Fair Queuing using Deficit Round Robin",
-# SIGCOMM 1995), pipelined over four cycles per decision. Reference model:
-# partner.sim.models.flow_queues (FlowQueuesModel.step).
-"""Strict-priority + DRR scheduler.
+# Strict priority between classes and Deficit Round Robin inside a class, for the flow queues
+# (partner.hdl.flow_queues). DRR after M. Shreedhar, G. Varghese, "Efficient Fair Queuing using
+# Deficit Round Robin", SIGCOMM 1995: an *active list* of backlogged flows per class and a
+# per-flow deficit, so one decision touches one flow. Reference model:
+# partner.sim.models.flow_queues (`FlowQueuesModel` for the algorithm, `FlowQueuesCycleModel`
+# for the timing). See docs/queues.md.
+"""SP + DRR scheduler with per-flow state in memories.
 
-The scheduler does not hold frames; its user (`partner.hdl.flow_queues.FlowQueues`) tells it
-which flows have a frame at the head of their queue (``eligible``, ``single`` if it is the only
-one) and how long each head frame is (``head_len``), and dequeues the head frame of
-``sel_flow`` in a cycle with ``sel_valid``.
+Per flow (LUT RAM, one entry per flow): the deficit, the head frame (first cell and length),
+the link to the next flow of its class's active list, the class and the weight, and the count
+of frames dequeued. Per class (registers): the active list's head, tail and a non-empty bit.
 
-A *step* decides on the state of the cycle it starts in (*s*):
+The queues tell the scheduler about a flow in two ways: a frame committed to an *empty* queue
+(or to a queue whose last frame is being dequeued in the same cycle) is an **activation**
+(``act_*``: flow, frame), pushed into a FIFO of at most ``flows`` entries (each flow has at
+most one pending); other frames only raise the flow's enqueue count (``enq_count`` of
+``count_flow``, combinational) and are linked behind the queue's tail in the next-frame memory,
+which the scheduler reads (``nx_*``) to find a flow's new head frame.
 
-* the class ``c`` is the highest with an eligible flow (strict priority);
-* ``t = turn[c]`` holds the turn of class ``c``. If ``t`` is an eligible member of ``c`` and
-  ``head_len[t] <= deficit[t]``, ``t`` sends;
-* otherwise the turn passes to ``g``, the next eligible member of ``c`` after ``t`` in
-  flow-index order (wrapping around, so possibly ``t`` itself), ``deficit[g]`` grows by the
-  quantum ``max(weight[g], 1) * quantum``, and ``g`` sends if its head frame now fits. (``t``
-  loses its deficit if it is not an eligible member: it can only have one after a change of
-  class.)
-* Sending takes the frame's length off the deficit, or clears it if the queue is emptied
-  (``single``): an emptied queue keeps no credit.
+The scheduler is a small state machine; each cycle it is idle it either
 
-This is DRR with the active list replaced by a circular scan in flow-index order: same fairness
-bounds, no list memory. Each class keeps its own turn, so a class that strict priority
-interrupts resumes where it stopped. A step that moves the turn to a flow whose head frame is
-longer than its deficit plus quantum selects nothing; with ``weight * quantum`` at least the
-largest frame this never happens.
+* takes one activation: the flow joins the tail of its class's list with a fresh deficit of one
+  quantum (``max(weight, 1) * quantum``) and its head frame (class and weight are those of the
+  cycle the frame was queued, which the activation carries); or, if there is none,
+* starts a **step**, if the user's one-frame slot is empty (``step_en``) and a list is not
+  empty. A step looks at the flow ``f`` at the front of the highest non-empty class:
 
-Pipeline (all decisions from registers, so no path crosses the whole decision):
+  ====== ================================================================================
+  cycle  work
+  ====== ================================================================================
+  S0     the class and ``f`` (the front of its list) are registered
+  S1     ``f``'s deficit, head frame, link, class, weight and dequeue count are read;
+         ``head_len <= deficit`` and the candidate deficits are computed
+  S2     if the head frame fits: it is selected (``sel``: dequeued, the user's slot takes it)
+         and the next frame's read is started; if that was ``f``'s last frame, ``f`` leaves
+         its list (the step ends). Otherwise ``f`` gets one more quantum and goes to the tail
+         of its class's list (a *wasted* step: nothing selected; it ends)
+  S3     the next-frame memory's output is registered
+  S4     ``f``'s new head frame is stored; if it does not fit the deficit left, ``f`` goes to
+         the tail of its class's list with one more quantum (DRR's end of a turn), otherwise
+         it stays at the front with the deficit left
+  ====== ================================================================================
 
-====== ====================================================================================
-cycle  work
-====== ====================================================================================
-s      start (``step_en``, no step in progress, a flow eligible): class, member mask and turn
-       of that class are registered, with the ``single`` bits
-s+1    does ``t`` fit (per-flow comparisons precomputed in registers); next member ``g``
-s+2    decide; update deficits (per-flow adders, precomputed) and the turn
-s+3    ``sel_valid``/``sel_flow`` (registered), only if the step selected a frame
-====== ====================================================================================
-
-A step that selects nothing lets the next one start at *s+3*. Quanta are copied from the
-weights in every cycle except *s+1* and *s+2*, so a step uses the weights of cycle *s*.
-
-Configuration (``cfg_*``, written when ``cfg_en`` is high) is reset-less, like the quota memory
-of the queues: a reset clears scheduling state, not what software configured.
+A step uses the class and weight ``f`` had in S1; a class change therefore moves the flow at
+its next turn. An emptied flow's deficit is forgotten (the next activation resets it).
+Configuration (``cfg_*``) is not cleared by reset; lists and counts are.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, unsigned
+from amaranth.hdl import Array, Cat, Module, Mux, Signal
 from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import exact_log2
+from amaranth.utils import ceil_log2, exact_log2
 
-__all__ = ["Scheduler"]
-
-
-def isolate_lowest(value):
-    """One-hot of the least significant set bit of ``value`` (0 if none): ``x & -x``."""
-    return (value & -value)[:len(value)]
+__all__ = ["Scheduler", "frame_ref"]
 
 
-def one_hot_index(m, one_hot, width):
-    """Binary index of a one-hot vector: OR trees, one per index bit."""
-    index = Signal(range(width))
-    m.d.comb += index.eq(Cat(*(Cat(*(one_hot[i] for i in range(width) if i >> b & 1)).any()
-                               for b in range((width - 1).bit_length()))))
-    return index
-
-
-def bits_above(one_hot):
-    """Mask of the bits strictly above the set bit of ``one_hot``."""
-    return ~(one_hot | (one_hot - 1))[:len(one_hot)]
+def frame_ref(cell_bits, len_bits):
+    """A frame: its first cell and its length."""
+    return data.StructLayout({"cell": cell_bits, "len": len_bits})
 
 
 class Scheduler(wiring.Component):
-    """Strict priority over ``classes`` classes, DRR among up to ``flows`` flows of a class.
+    """Strict priority over ``classes`` classes, DRR among the ``flows`` flows of a class.
 
     Parameters
     ----------
-    flows : int
-        Number of flows.
-    classes : int
-        Strict-priority classes; a larger class number wins.
+    flows, classes : int
     quantum : int
         Bytes of DRR quantum per unit of weight (a power of two).
-    len_bits : int
-        Width of frame lengths.
+    cell_bits, len_bits : int
+        Widths of a frame's first cell and of its length.
+    count_bits : int
+        Width of the wrapping frame counts (enough for the frames one flow can hold, plus one).
 
     Members
     -------
-    eligible : ``In(flows)``
-        Flow *i* has a frame at the head of its queue with length ``head_len[i]``.
-    single : ``In(flows)``
-        Flow *i* has exactly one frame queued.
-    head_len : ``In(ArrayLayout(len_bits, flows))``
+    act_valid, act_flow, act_frame : inputs
+        Activation: ``act_flow``'s queue was empty and ``act_frame`` joined it.
+    act_class, act_weight : ``Out``
+        The class and weight of ``act_flow`` now (combinational): the activation carries them.
+    count_flow : ``Out(range(flows))``; enq_count : ``In(count_bits)``
+        Frames ever committed to ``count_flow`` (wrapping, 0 after reset), combinational;
+        ``enq_bump``: one more is committed at this edge.
+    q_flow : ``In(range(flows))``; q_deq_count : ``Out(count_bits)``
+        Frames ever dequeued from ``q_flow`` (wrapping, 0 after reset), combinational.
+    sel : ``Out(1)``
+        A frame is dequeued at this edge: ``sel_flow``, ``sel_frame``.
+    sel_emptying : ``Out(1)``
+        It was the last frame of its queue by the counts of this cycle.
+    nx_addr : ``Out(cell_bits)``; nx_en : ``Out(1)``; nx_data : ``In(frame_ref)``
+        Read port of the next-frame memory (synchronous: ``nx_data`` one cycle after ``nx_en``).
     step_en : ``In(1)``
-        The user has room for a selection (its lookahead slot is empty).
-    sel_valid : ``Out(1)``
-        Registered: dequeue the head frame of ``sel_flow`` at this edge (the scheduler has
-        already charged it; ``eligible``, ``single`` and ``head_len`` must follow).
-    sel_flow : ``Out(range(flows))``
+        The user's slot is empty: a step may start.
+    busy : ``Out(1)``
+        A step or an activation is in progress or pending.
     cfg_flow, cfg_class, cfg_weight, cfg_en : inputs
         Write port of the per-flow class (``range(classes)``) and weight (8 bits).
     """
 
-    def __init__(self, flows: int, classes: int = 4, quantum: int = 256, len_bits: int = 14):
+    def __init__(self, flows: int, classes: int = 4, quantum: int = 256, *, cell_bits: int,
+                 len_bits: int = 14, count_bits: int):
         if flows < 1 or classes < 1:
             raise ValueError("need at least one flow and one class")
         if quantum < 1 or quantum & (quantum - 1):
             raise ValueError(f"quantum must be a power of two, not {quantum!r}")
-        self.flows, self.classes, self.quantum, self.len_bits = flows, classes, quantum, len_bits
-        # A deficit stays below head_len + quantum; twice the quantum leaves room for a flow
-        # that changes class while holding a turn.
-        self.deficit_bits = ((1 << len_bits) + 2 * 255 * quantum).bit_length()
+        self.flows, self.classes, self.quantum = flows, classes, quantum
+        self.cell_bits, self.len_bits, self.count_bits = cell_bits, len_bits, count_bits
+        # A deficit stays below the longest frame plus one quantum (a flow moves to the back
+        # as soon as its head frame does not fit, and then gets one quantum).
+        self.deficit_bits = ((1 << len_bits) + 255 * quantum).bit_length()
+        ref = frame_ref(cell_bits, len_bits)
         super().__init__({
-            "eligible": In(flows),
-            "single": In(flows),
-            "head_len": In(data.ArrayLayout(len_bits, flows)),
-            "step_en": In(1),
-            "sel_valid": Out(1),
+            "act_valid": In(1),
+            "act_flow": In(range(flows)),
+            "act_frame": In(ref),
+            "act_class": Out(range(classes)),
+            "act_weight": Out(8),
+            "count_flow": Out(range(flows)),
+            "enq_count": In(count_bits),
+            "enq_bump": In(1),
+            "q_flow": In(range(flows)),
+            "q_deq_count": Out(count_bits),
+            "sel": Out(1),
             "sel_flow": Out(range(flows)),
+            "sel_frame": Out(ref),
+            "sel_emptying": Out(1),
+            "nx_addr": Out(cell_bits),
+            "nx_en": Out(1),
+            "nx_data": In(ref),
+            "step_en": In(1),
+            "busy": Out(1),
             "cfg_flow": In(range(flows)),
             "cfg_class": In(range(classes)),
             "cfg_weight": In(8),
@@ -129,107 +139,181 @@ class Scheduler(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n, nc, dbits = self.flows, self.classes, self.deficit_bits
-
-        # -- configuration: class one-hot per flow, weight and the quantum it gives ----------
-        cls = [Signal(nc, name=f"class_{i}", init=1, reset_less=True) for i in range(n)]
-        weight = [Signal(8, name=f"weight_{i}", init=1, reset_less=True) for i in range(n)]
-        # max(weight, 1): the quantum is this shifted by log2(quantum), a wiring-only multiply.
-        units = [Signal(8, name=f"units_{i}", init=1) for i in range(n)]
+        ref = frame_ref(self.cell_bits, self.len_bits)
         lq = exact_log2(self.quantum)
-        for i in range(n):
-            with m.If(self.cfg_en & (self.cfg_flow == i)):
-                m.d.sync += [cls[i].eq(1 << self.cfg_class), weight[i].eq(self.cfg_weight)]
+        lut = {"ram_style": "distributed"}  # read asynchronously: LUT RAM
 
-        # -- per-flow state and precomputed comparisons ---------------------------------------
-        deficit = [Signal(dbits, name=f"deficit_{i}") for i in range(n)]
-        fits = Signal(n)  # head_len <= deficit
-        fits_refilled = Signal(n)  # head_len <= deficit + quantum
-        minus = []  # deficit - head_len: the deficit after sending
-        refilled = []  # deficit + quantum
-        refilled_minus = []  # deficit + quantum - head_len
-        for i in range(n):
-            head_len = self.head_len[i]
-            d_minus = Signal(unsigned(dbits + 1), name=f"minus_{i}")
-            d_plus = Signal(dbits, name=f"refilled_{i}")
-            d_plus_minus = Signal(unsigned(dbits + 1), name=f"refilled_minus_{i}")
-            m.d.comb += [d_minus.eq(deficit[i] - head_len),
-                         d_plus.eq(deficit[i] + (units[i] << lq)),
-                         d_plus_minus.eq(d_plus - head_len)]
-            m.d.sync += [fits[i].eq(~d_minus[-1]), fits_refilled[i].eq(~d_plus_minus[-1])]
-            minus.append(d_minus[:dbits])
-            refilled.append(d_plus)
-            refilled_minus.append(d_plus_minus[:dbits])
+        # -- per-flow memories ---------------------------------------------------------------
+        conf_layout = data.StructLayout({"cls": range(nc), "weight": 8})
+        m.submodules.conf_mem = conf_mem = Memory(shape=conf_layout, depth=n,
+                                                  init=[{"cls": 0, "weight": 1}] * n, attrs=lut)
+        conf_wr, conf_rd = conf_mem.write_port(), conf_mem.read_port(domain="comb")
+        conf_act = conf_mem.read_port(domain="comb")
+        m.d.comb += [conf_wr.addr.eq(self.cfg_flow), conf_wr.data.cls.eq(self.cfg_class),
+                     conf_wr.data.weight.eq(self.cfg_weight), conf_wr.en.eq(self.cfg_en)]
+        m.submodules.deficit_mem = deficit_mem = Memory(shape=dbits, depth=n, init=[],
+                                                        attrs=lut)
+        deficit_wr, deficit_rd = deficit_mem.write_port(), deficit_mem.read_port(domain="comb")
+        m.submodules.head_mem = head_mem = Memory(shape=ref, depth=n, init=[], attrs=lut)
+        head_wr, head_rd = head_mem.write_port(), head_mem.read_port(domain="comb")
+        m.submodules.link_mem = link_mem = Memory(shape=range(n), depth=n, init=[], attrs=lut)
+        link_wr, link_rd = link_mem.write_port(), link_mem.read_port(domain="comb")
+        m.submodules.deq_mem = deq_mem = Memory(shape=self.count_bits, depth=n, init=[],
+                                                attrs=lut)
+        deq_wr = deq_mem.write_port()
+        deq_rd, deq_q = deq_mem.read_port(domain="comb"), deq_mem.read_port(domain="comb")
+        deq_ok = Signal(n)  # entry written since reset (else the count reads as 0)
 
-        # One-hot turn per class, with the mask of the flows above it (for the circular scan;
-        # nothing is above the reset turn, flow n-1).
-        turn = [Signal(n, name=f"turn_{c}", init=1 << (n - 1)) for c in range(nc)]
-        turn_above = [Signal(n, name=f"turn_above_{c}") for c in range(nc)]
+        def quantum_of(weight):
+            return Mux(weight == 0, 1, weight) << lq
 
-        # -- stage 1 (cycle s): class, members, turn -------------------------------------------
-        st2, st3 = Signal(), Signal()
-        sel_valid = self.sel_valid
-        busy = st2 | st3 | sel_valid
-        start = self.step_en & ~busy & self.eligible.any()
-        members = [Signal(n, name=f"members_{c}") for c in range(nc)]
-        any_member = Signal(nc)
-        for c in range(nc):
-            m.d.comb += [members[c].eq(self.eligible & Cat(cls[i][c] for i in range(n))),
-                         any_member[c].eq(members[c].any())]
-        is_cur = Signal(nc)  # one-hot: the highest class with members
-        m.d.comb += is_cur.eq(Cat(any_member[c] & ~any_member[c + 1:].any() for c in range(nc)))
+        # -- activation FIFO: a memory, a prefetch stage and an output register ----------------
+        abits = ceil_log2(max(n, 2))
+        act_layout = data.StructLayout({"flow": range(n), "frame": ref, "cls": range(nc),
+                                        "weight": 8})
+        m.submodules.act_mem = act_mem = Memory(shape=act_layout, depth=1 << abits, init=[])
+        act_wr, act_rd = act_mem.write_port(), act_mem.read_port()
+        wp, rp = Signal(abits + 1), Signal(abits + 1)
+        m.d.comb += [act_wr.addr.eq(wp[:abits]), act_wr.en.eq(self.act_valid),
+                     act_wr.data.flow.eq(self.act_flow), act_wr.data.frame.eq(self.act_frame),
+                     conf_act.addr.eq(self.act_flow),
+                     self.act_class.eq(conf_act.data.cls), self.act_weight.eq(conf_act.data.weight),
+                     act_wr.data.cls.eq(conf_act.data.cls),
+                     act_wr.data.weight.eq(conf_act.data.weight)]
+        with m.If(self.act_valid):
+            m.d.sync += wp.eq(wp + 1)
+        v1, v2 = Signal(), Signal()
+        act = Signal(act_layout)
+        pop = Signal()
+        move = v1 & (~v2 | pop)
+        load = (rp != wp) & (~v1 | move)
+        m.d.comb += [act_rd.addr.eq(rp[:abits]), act_rd.en.eq(load)]
+        with m.If(load):
+            m.d.sync += [rp.eq(rp + 1), v1.eq(1)]
+        with m.Elif(move):
+            m.d.sync += v1.eq(0)
+        with m.If(move):
+            m.d.sync += [act.eq(act_rd.data), v2.eq(1)]
+        with m.Elif(pop):
+            m.d.sync += v2.eq(0)
 
-        mask_r = Signal(n)  # eligible members of the class
-        t_r = Signal(n)  # the turn, one-hot
-        above_r = Signal(n)  # members above the turn
-        single_r = Signal(n)
-        cur_r = Signal(nc)
+        # -- active lists ----------------------------------------------------------------------
+        lhead = [Signal(range(n), name=f"list_head_{c}") for c in range(nc)]
+        ltail = [Signal(range(n), name=f"list_tail_{c}") for c in range(nc)]
+        lnon = Signal(nc)  # list c is not empty
+
+        # -- state machine ---------------------------------------------------------------------
+        s1, s2, s3, s4 = Signal(), Signal(), Signal(), Signal()
+        idle = ~(s1 | s2 | s3 | s4)
+        m.d.comb += [pop.eq(idle & v2), self.busy.eq(~idle | v1 | v2 | (rp != wp))]
+        start = idle & ~v2 & self.step_en & lnon.any()
+        m.d.sync += [s1.eq(start), s2.eq(s1)]
+
+        st_c = Signal(nc)  # the class of the step, one-hot
+        st_f = Signal(range(n))
+        top = Signal(nc)  # one-hot: the highest non-empty class
+        m.d.comb += top.eq(Cat(lnon[c] & ~lnon[c + 1:].any() for c in range(nc)))
         with m.If(start):
-            mask = Signal(n)
-            m.d.comb += mask.eq(Cat(*(Cat(members[c][i] & is_cur[c] for c in range(nc)).any()
-                                      for i in range(n))))
+            m.d.sync += [st_c.eq(top),
+                         st_f.eq(Cat(*(Cat(lhead[c][b] & top[c] for c in range(nc)).any()
+                                       for b in range(len(st_f)))))]
+
+        # S1: read f's state; compare and precompute in the same cycle (LUT RAM reads).
+        m.d.comb += [conf_rd.addr.eq(st_f), deficit_rd.addr.eq(st_f),
+                     head_rd.addr.eq(st_f), link_rd.addr.eq(st_f), deq_rd.addr.eq(st_f),
+                     self.count_flow.eq(st_f)]
+        quantum = Signal(dbits)
+        m.d.comb += quantum.eq(quantum_of(conf_rd.data.weight))
+        # What a pop of the step's class followed by an append of f to its class would do to
+        # the lists (they do not change while a step is in progress): worked out here so that
+        # S2 and S4 only choose.
+        single = Signal(nc)
+        m.d.comb += single.eq(Cat(lhead[c] == ltail[c] for c in range(nc)))
+        cls_now = conf_rd.data.cls
+        single_r = Signal()  # the step's class has only f
+        app_tail_r = Signal(range(n))  # the tail f is linked behind, if any
+        app_linked_r = Signal()  # f's class is not empty after the pop
+        enq_r = Signal(self.count_bits)
+        with m.If(s1):
             m.d.sync += [
-                mask_r.eq(mask),
-                t_r.eq(Cat(*(Cat(turn[c][i] & is_cur[c] for c in range(nc)).any()
-                             for i in range(n)))),
-                above_r.eq(mask & Cat(*(Cat(turn_above[c][i] & is_cur[c]
-                                            for c in range(nc)).any() for i in range(n)))),
-                single_r.eq(self.single),
-                cur_r.eq(is_cur),
+                single_r.eq((single & st_c).any()),
+                app_tail_r.eq(Array(ltail)[cls_now]),
+                app_linked_r.eq(lnon.bit_select(cls_now, 1)
+                                & ~(st_c.bit_select(cls_now, 1) & (single & st_c).any())),
+                enq_r.eq(self.enq_count + self.enq_bump),
             ]
-        m.d.sync += [st2.eq(start), st3.eq(st2)]
+        head = Signal(ref)
+        fits, link = Signal(), Signal(range(n))
+        left = Signal(dbits)  # deficit after sending the head frame
+        refilled = Signal(dbits)  # deficit plus a quantum
+        st_q = Signal(dbits)
+        st_cls = Signal(range(nc))
+        deq_next = Signal(self.count_bits)
+        diff = Signal(dbits + 1)
+        m.d.comb += diff.eq(deficit_rd.data - head_rd.data.len)
+        with m.If(s1):
+            m.d.sync += [head.eq(head_rd.data), fits.eq(~diff[-1]), left.eq(diff[:dbits]),
+                         refilled.eq(deficit_rd.data + quantum), st_q.eq(quantum),
+                         st_cls.eq(conf_rd.data.cls), link.eq(link_rd.data),
+                         deq_next.eq(Mux(deq_ok.bit_select(st_f, 1), deq_rd.data, 0) + 1)]
 
-        # -- stage 2 (s+1): does t fit; the next member g --------------------------------------
-        t_ok_r, t_fits_r = Signal(), Signal()
-        g_r = Signal(n)
-        with m.If(st2):
-            m.d.sync += [
-                t_ok_r.eq((t_r & mask_r).any()),
-                t_fits_r.eq((t_r & mask_r & fits).any()),
-                g_r.eq(Mux(above_r.any(), isolate_lowest(above_r), isolate_lowest(mask_r))),
-            ]
+        # S2: decide.
+        emptying = enq_r == deq_next
+        send = s2 & fits
+        m.d.comb += [
+            self.sel.eq(send), self.sel_flow.eq(st_f), self.sel_frame.eq(head),
+            self.sel_emptying.eq(send & emptying),
+            self.nx_addr.eq(head.cell), self.nx_en.eq(send),
+            deq_wr.addr.eq(st_f), deq_wr.data.eq(deq_next), deq_wr.en.eq(send),
+            deq_q.addr.eq(self.q_flow),
+            self.q_deq_count.eq(Mux(deq_ok.bit_select(self.q_flow, 1), deq_q.data, 0)),
+        ]
+        with m.If(send):
+            m.d.sync += deq_ok.bit_select(st_f, 1).eq(1)
+        m.d.sync += [s3.eq(send & ~emptying), s4.eq(s3)]
+        left_refilled = Signal(dbits)
+        with m.If(s2):
+            m.d.sync += left_refilled.eq(left + st_q)
 
-        # -- stage 3 (s+2): decide, charge the deficit, move the turn --------------------------
-        g_fits = (g_r & fits_refilled).any()
-        sent = Signal(n)  # one-hot flow selected, or 0
-        m.d.comb += sent.eq(Mux(t_fits_r, t_r, Mux(g_fits, g_r, 0)))
-        with m.If(st3):
-            for i in range(n):
-                with m.If(t_fits_r & t_r[i]):
-                    m.d.sync += deficit[i].eq(Mux(single_r[i], 0, minus[i]))
-                with m.Elif(~t_fits_r & g_r[i]):  # g == t only if t is an eligible member
-                    m.d.sync += deficit[i].eq(
-                        Mux(g_fits, Mux(single_r[i], 0, refilled_minus[i]), refilled[i]))
-                with m.Elif(~t_fits_r & t_r[i] & ~t_ok_r):
-                    m.d.sync += deficit[i].eq(0)
-            with m.If(~t_fits_r):
-                for c in range(nc):
-                    with m.If(cur_r[c]):
-                        m.d.sync += [turn[c].eq(g_r), turn_above[c].eq(bits_above(g_r))]
-        m.d.sync += [sel_valid.eq(st3 & sent.any()),
-                     self.sel_flow.eq(one_hot_index(m, sent, n))]
+        # S3: register the next frame; S4: store it, end the turn if it does not fit.
+        nx = Signal(ref)
+        with m.If(s3):
+            m.d.sync += nx.eq(self.nx_data)
+        turn_ends = s4 & (nx.len > left)
 
-        # Quanta follow the weights except while a step uses them.
-        with m.If(~st2 & ~st3):
-            for i in range(n):
-                m.d.sync += units[i].eq(Mux(weight[i] == 0, 1, weight[i]))
+        # List updates: pop the front of the step's class, then append a flow to a class.
+        rotate = (s2 & ~fits) | turn_ends
+        pop_front = rotate | (s2 & fits & emptying)
+        app = pop | rotate
+        app_flow = Mux(pop, act.flow, st_f)
+        app_cls = Mux(pop, act.cls, st_cls)
+        app_linked = Mux(pop, lnon.bit_select(act.cls, 1), app_linked_r)
+        m.d.comb += [link_wr.addr.eq(Mux(pop, Array(ltail)[act.cls], app_tail_r)),
+                     link_wr.data.eq(app_flow), link_wr.en.eq(app & app_linked)]
+        for c in range(nc):
+            with m.If(pop_front & st_c[c]):
+                with m.If(single_r):
+                    m.d.sync += lnon[c].eq(0)
+                with m.Else():
+                    m.d.sync += lhead[c].eq(link)
+            with m.If(app & (app_cls == c)):
+                with m.If(app_linked):
+                    m.d.sync += ltail[c].eq(app_flow)
+                with m.Else():
+                    m.d.sync += [lhead[c].eq(app_flow), ltail[c].eq(app_flow), lnon[c].eq(1)]
+
+        # Deficit and head writes: an activation, a wasted step, or the end of a step.
+        with m.If(pop):
+            m.d.comb += [deficit_wr.addr.eq(act.flow), deficit_wr.data.eq(quantum_of(act.weight)),
+                         deficit_wr.en.eq(1),
+                         head_wr.addr.eq(act.flow), head_wr.data.eq(act.frame),
+                         head_wr.en.eq(1)]
+        with m.Else():
+            m.d.comb += [deficit_wr.addr.eq(st_f), head_wr.addr.eq(st_f),
+                         head_wr.data.eq(nx), head_wr.en.eq(s4)]
+            with m.If(s2 & ~fits):
+                m.d.comb += [deficit_wr.data.eq(refilled), deficit_wr.en.eq(1)]
+            with m.If(s4):
+                m.d.comb += [deficit_wr.data.eq(Mux(turn_ends, left_refilled, left)),
+                             deficit_wr.en.eq(1)]
         return m

@@ -6,20 +6,17 @@
 Two layers:
 
 `FlowQueuesModel` is the algorithm: admission (quota and buffer checks at a frame's first beat),
-per-flow FIFO queues, the scheduler as a sequence of *steps*, release of a frame's bytes and
-cells, and the per-flow counters. A step is one decision of the gateware's scheduler:
+per-flow FIFO queues, release of a frame's bytes and cells, the per-flow counters, and DRR with
+an *active list* of backlogged flows per class:
 
-* the class is the highest one with a queued frame (strict priority);
-* in that class, the flow holding the turn sends its head frame if the frame fits its deficit;
-  otherwise the turn passes to the next backlogged flow of the class in flow-index order
-  (cyclically, possibly back to the same flow), whose deficit grows by its quantum, and that
-  flow sends its head frame if it now fits. Sending a frame takes its length off the deficit,
-  or sets it to 0 if that was the flow's last queued frame. A step may select nothing (the
-  new turn's deficit is still below its head frame: a frame longer than the quantum needs
-  several turns).
-
-`select()` runs steps until a frame comes out: the exact DRR order for a set of queues that does
-not change meanwhile.
+* a flow whose queue was empty joins the tail of its class's list with a deficit of one quantum
+  (``max(weight, 1) * quantum``) when its frame is queued (`activate`);
+* the scheduler serves the front flow of the highest class with a non-empty list: if the head
+  frame fits the deficit it is sent and the deficit shrinks by its length; a flow whose queue is
+  then empty leaves the list; a flow whose next frame does not fit what is left goes to the tail
+  of its class's list with one more quantum (the end of its turn);
+* a front flow whose head frame does not fit at all (a frame longer than the quantum) goes to
+  the tail with one more quantum and nothing is sent (a *wasted* step).
 
 `FlowQueuesCycleModel` adds the gateware's pipeline timing, so that a test can compare the
 gateware's outputs with the model in every clock cycle, including under arbitrary input timing
@@ -79,7 +76,7 @@ class FlowQueuesModel:
         self.frames_queued = 0  # committed and not yet released
         self.queue = [deque() for _ in range(flows)]  # committed, not yet selected
         self.deficit = [0] * flows
-        self.turn = [flows - 1] * classes  # so that the first search starts at flow 0
+        self.lists = [deque() for _ in range(classes)]  # active lists, front first
         self.counters = [FlowCounters() for _ in range(flows)]
         self._seq = 0
 
@@ -99,11 +96,13 @@ class FlowQueuesModel:
     def quantum_of(self, flow):
         return self.quantum * max(1, self.weight[flow])  # weight 0 counts as 1: never stuck
 
-    def admit(self, flow, length, meta=0):
-        """Early drop at the first beat. Returns (verdict, Frame or None); an admitted frame
-        reserves ``length`` bytes of its flow's quota and the cells it needs."""
+    def admit(self, flow, length, meta=0, quota=None):
+        """Early drop at the first beat, against ``quota`` (default: the flow's quota now).
+        Returns (verdict, Frame or None); an admitted frame reserves ``length`` bytes of its
+        flow's quota and the cells it needs."""
         c = self.counters[flow]
-        if length == 0 or self.bytes_in_use[flow] + length > self.quota[flow]:
+        quota = self.quota[flow] if quota is None else quota
+        if length == 0 or self.bytes_in_use[flow] + length > quota:
             c.drop_quota = (c.drop_quota + 1) & MASK32
             return Verdict.DROP_QUOTA, None
         if self.cells_for(length) > self.free_cells:
@@ -116,11 +115,6 @@ class FlowQueuesModel:
         self._seq += 1
         return Verdict.ENQUEUED, Frame(flow, length, meta, self._seq)
 
-    def commit(self, frame, stored_len=None):
-        """The frame's last beat is written: `settle` and `enqueue`."""
-        self.settle(frame, stored_len)
-        self.enqueue(frame)
-
     def settle(self, frame, stored_len=None):
         """The frame's last beat has arrived with ``stored_len`` bytes kept; a frame that kept
         fewer bytes than announced gives the difference (bytes and cells) back."""
@@ -130,9 +124,12 @@ class FlowQueuesModel:
         self.free_cells += self.cells_for(frame.length) - self.cells_for(frame.stored_len)
 
     def enqueue(self, frame):
-        """The frame joins its flow's queue (the scheduler can select it)."""
-        self.queue[frame.flow].append(frame)
+        """The frame joins its flow's queue. Returns True if the queue was empty: the flow
+        must then be activated (`activate`)."""
+        q = self.queue[frame.flow]
+        q.append(frame)
         self.frames_queued += 1
+        return len(q) == 1
 
     def release(self, frame):
         """The frame's last beat has left: its bytes and cells are free again."""
@@ -144,42 +141,53 @@ class FlowQueuesModel:
 
     # -- scheduler ---------------------------------------------------------------------------
 
-    def step(self):
-        """One scheduler step; returns the selected frame, or None (nothing queued, or the
-        turn moved to a flow whose deficit is still below its head frame)."""
-        backlogged = [f for f in range(self.flows) if self.queue[f]]
-        if not backlogged:
-            return None
-        c = max(self.cls[f] for f in backlogged)
-        members = [f for f in backlogged if self.cls[f] == c]
-        t = self.turn[c]
-        if t in members and self.queue[t][0].stored_len <= self.deficit[t]:
-            return self._send(t)
-        if t not in members:
-            self.deficit[t] = 0  # an empty flow keeps no credit (only after a class change)
-        g = min((f for f in members if f > t), default=min(members))
-        self.turn[c] = g
-        self.deficit[g] += self.quantum_of(g)
-        if self.queue[g][0].stored_len <= self.deficit[g]:
-            return self._send(g)
+    def activate(self, flow, cls=None, quantum=None):
+        """The flow's queue got its first frame: it joins its class's list with one quantum
+        (``cls``, ``quantum``: the flow's when the frame was queued; default: now)."""
+        self.lists[self.cls[flow] if cls is None else cls].append(flow)
+        self.deficit[flow] = self.quantum_of(flow) if quantum is None else quantum
+
+    def front(self):
+        """(class, flow) the next step looks at: the front of the highest non-empty list."""
+        for c in reversed(range(self.classes)):
+            if self.lists[c]:
+                return c, self.lists[c][0]
         return None
 
-    def _send(self, flow):
-        q = self.queue[flow]
-        frame = q.popleft()
-        # A flow whose queue this empties loses what is left of its deficit.
-        self.deficit[flow] = self.deficit[flow] - frame.stored_len if q else 0
+    def end_turn(self, c, flow, deficit, cls=None):
+        """The front flow of list ``c`` goes to the tail of its class's list (``cls``: the class
+        it had when the step read it) with ``deficit``."""
+        assert self.lists[c].popleft() == flow
+        self.lists[self.cls[flow] if cls is None else cls].append(flow)
+        self.deficit[flow] = deficit
+
+    def dequeue(self, c, flow):
+        """Send the head frame of the front flow; it leaves list ``c`` if its queue is empty.
+        Returns the frame."""
+        frame = self.queue[flow].popleft()
+        if not self.queue[flow]:
+            assert self.lists[c].popleft() == flow
         return frame
 
-    def select(self, max_steps=1 << 20):
-        """Steps until a frame is selected (None if nothing is queued)."""
-        for _ in range(max_steps):
-            if not any(self.queue):
-                return None
-            frame = self.step()
-            if frame is not None:
-                return frame
-        raise RuntimeError("scheduler made no progress")
+    def step(self):
+        """One scheduler step of the algorithm (no timing): returns the frame sent, or None (a
+        wasted step, or nothing backlogged)."""
+        front = self.front()
+        if front is None:
+            return None
+        c, f = front
+        head = self.queue[f][0]
+        if head.stored_len > self.deficit[f]:
+            self.end_turn(c, f, self.deficit[f] + self.quantum_of(f))
+            return None
+        left = self.deficit[f] - head.stored_len
+        frame = self.dequeue(c, f)
+        if self.queue[f]:
+            if self.queue[f][0].stored_len > left:
+                self.end_turn(c, f, left + self.quantum_of(f))
+            else:
+                self.deficit[f] = left
+        return frame
 
     def counter_values(self, flow):
         c = self.counters[flow]
@@ -199,36 +207,45 @@ class FlowQueuesCycleModel:
     with the inputs of that cycle to advance one rising edge. Timing (edge *e* = the edge that
     ends cycle *e*):
 
-    * a beat accepted at edge *e* is decided on during cycle *e+1*: a first beat is admitted
-      or dropped with the quota, bytes in use and free cells of cycle *e+1* (including the
-      decision of cycle *e*, which the gateware applies at edge *e+1* and forwards);
-      ``free_cells`` shows each decision one cycle after it is taken;
-    * configuration written at edge *w* is in force from cycle *w+1* (admissions of first beats
-      accepted at or after *w*, scheduler steps from *w+1*);
-    * a frame whose last beat is accepted at edge *e* joins its queue at edge *e+2* and takes
-      part in scheduler steps from cycle *e+3*;
-    * a scheduler step starts in a cycle *s* in which the one-frame lookahead slot is empty, no
-      step is in progress and some flow has a queued frame; it decides on the queues, classes
-      and weights of cycle *s* (later arrivals wait for the next step). A selected frame is in
-      the slot from cycle *s+4*; a step that selects nothing lets the next one start at *s+3*;
+    * a beat accepted at edge *e* is decided on in cycle *e+4*: a first beat is admitted or
+      dropped with the quota of edge *e* (configuration written at *e* or later does not count),
+      and the bytes in use and free cells as they are after edge *e+3*; ``free_cells`` shows
+      the decision from cycle *e+5*;
+    * a frame whose last beat is accepted at edge *c* is queued at edge *c+5*. If its flow's
+      queue was empty (or its last frame was dequeued at that same edge) the flow is
+      *activated* with the class and weight it has in cycle *c+5*: the activation FIFO can hand
+      it to the scheduler from cycle *c+8*, one activation per idle scheduler cycle, in order;
+      otherwise the frame only joins the queue;
+    * in a cycle *t* in which it is idle, the scheduler takes an activation if one is ready
+      (the flow joins its class's list), else starts a step if the one-frame lookahead slot is
+      empty and a list is not: S0 = *t* picks the front flow, S1 = *t+1* reads its deficit,
+      head frame, class and weight, S2 = *t+2* sends the head frame into the slot (in it from
+      *t+3*; a wasted step ends here, and so does a step that emptied the queue), S4 = *t+4*
+      ends the flow's turn if its next frame does not fit; idle again at *t+5*;
     * the output register is reloaded whenever it is empty or being emptied: with the next beat
       of the current frame, else with the first beat of the frame in the slot;
-    * a frame whose last beat leaves at edge *r* is released at edge *r+1*: first beats accepted
-      at *r+1* or later see its bytes and cells free, and ``deq_frames`` counts it.
+    * a frame whose last beat leaves at edge *r* is released at edge *r+6*: first beats
+      accepted at *r+3* or later see its bytes and cells free; ``frames_queued`` and
+      ``free_cells`` change from cycle *r+7*.
     """
+
+    DECIDE = 4  # a beat accepted at edge e is decided on in cycle e + DECIDE
+    RELEASE = 6  # a frame whose last beat left at edge r is released at edge r + RELEASE
+    ACT_READY = 3  # an activation pushed at edge c can be taken from cycle c + ACT_READY
 
     def __init__(self, core: FlowQueuesModel, width_bytes: int):
         self.core = core
         self.width = width_bytes
-        self.s1 = None  # (beat, flow, length, meta) accepted at the previous edge
+        self.cycle = 0
+        self.pipe = deque([None] * self.DECIDE)  # beats accepted at the last DECIDE edges
         self.writing = None  # Frame being written, _Dropped, or None between frames
         self.w_left = 0  # beats of the frame still to be stored (the rest is truncated)
-        self.rel = None  # frame whose last beat left at the previous edge
         self.joining = None  # frame whose last beat was decided on at the previous edge
-        self.cells_decided = 0  # change of free cells decided at the last edge, not yet shown
+        self.releases = deque()  # (edge, frame)
+        self.acts = deque()  # (ready cycle, flow, frame) of the activation FIFO
+        self.last_pop = -1
+        self.sched = None  # the step in progress: dict, or None when idle
         self.slot = None  # frame selected and waiting to be output
-        self.step_left = 0  # cycles until the step in progress is over (0: none)
-        self.step_frame = None  # what it selected
         self.out = None  # (beat dict, frame) in the output register
         self.reading = None  # frame being loaded into the output register
         self.next_beat = 0
@@ -236,8 +253,8 @@ class FlowQueuesCycleModel:
 
     @property
     def free_cells(self):
-        """``free_cells`` during the current cycle: the last edge's decision is not in it."""
-        return self.core.free_cells - self.cells_decided
+        """``free_cells`` during the current cycle."""
+        return self.core.free_cells
 
     def outputs(self):
         """(valid, beat, flow, meta) shown during the current cycle."""
@@ -252,20 +269,65 @@ class FlowQueuesCycleModel:
         return {"data": frame.beats[k] & ((1 << (8 * nbytes)) - 1), "nbytes": nbytes,
                 "first": k == 0, "last": (k + 1) * w >= frame.stored_len}
 
+    def _scheduler(self):
+        """The scheduler's cycle. Returns the frame selected at this edge, if any."""
+        core, st, t = self.core, self.sched, self.cycle
+        if st is None:
+            if self.acts and self.acts[0][0] <= t:
+                _, flow, frame, cls, quantum = self.acts.popleft()
+                assert core.queue[flow] and core.queue[flow][0] is frame
+                core.activate(flow, cls, quantum)
+                self.last_pop = t
+                if self.acts:  # the FIFO hands out one entry per cycle
+                    self.acts[0] = (max(self.acts[0][0], t + 1), *self.acts[0][1:])
+            elif self.slot is None and core.front() is not None:
+                c, f = core.front()
+                self.sched = {"state": 1, "c": c, "f": f}
+            return None
+        f, c = st["f"], st["c"]
+        if st["state"] == 1:
+            head = core.queue[f][0]
+            st.update(state=2, head=head, deficit=core.deficit[f], cls=core.cls[f],
+                      q=core.quantum_of(f))
+            return None
+        if st["state"] == 2:
+            head, deficit = st["head"], st["deficit"]
+            if head.stored_len > deficit:  # wasted step
+                core.end_turn(c, f, deficit + st["q"], st["cls"])
+                self.sched = None
+                return None
+            frame = core.dequeue(c, f)
+            assert frame is head
+            st.update(state=3, left=deficit - head.stored_len)
+            if not core.queue[f]:  # emptied: the flow has left its list
+                self.sched = None
+            return frame
+        if st["state"] == 3:
+            st["state"] = 4
+            return None
+        nxt = core.queue[f][0]  # committed before the step's dequeue
+        if nxt.stored_len > st["left"]:
+            core.end_turn(c, f, st["left"] + st["q"], st["cls"])
+        else:
+            core.deficit[f] = st["left"]
+        self.sched = None
+        return None
+
     def clock(self, item=None, ready=False, cfg=None):
         """One rising edge. ``item`` is None or (beat dict, flow, length, meta) of a beat the
         input offers this cycle (always accepted); ``ready`` is the output's ready; ``cfg`` is
         None or a dict(flow=, quota=, cls=, weight=) written this cycle. Returns the frame whose
         last beat left at this edge, if any."""
         core, w = self.core, self.width
+        selected = self._scheduler()
+        # Writer: the beat accepted DECIDE edges ago is decided on; the frame whose last beat
+        # was decided on at the previous edge is queued.
         joining, self.joining = self.joining, None
-        free_before = core.free_cells
-        # Writer: the beat accepted at the previous edge. Admission sees the state before this
-        # edge's release; the frame joins its queue one edge later.
-        if self.s1 is not None:
-            beat, flow, length, meta = self.s1
+        decided = self.pipe.popleft()
+        if decided is not None:
+            beat, flow, length, meta, quota = decided
             if self.writing is None:
-                verdict, frame = core.admit(flow, length, meta)
+                verdict, frame = core.admit(flow, length, meta, quota)
                 self.admitted.append((verdict, flow, length))
                 self.writing = frame if frame is not None else _Dropped()
                 self.w_left = -(-length // w)
@@ -282,17 +344,19 @@ class FlowQueuesCycleModel:
                     self.joining = frame
             if beat["last"]:
                 self.writing = None
-        self.cells_decided = core.free_cells - free_before
-        if self.rel is not None:
-            core.release(self.rel)
-            self.rel = None
-        # Reader and scheduler both look at the slot as it was before this edge.
-        slot_was_empty = self.slot is None
+        if joining is not None and core.enqueue(joining):
+            ready_at = max(self.cycle + self.ACT_READY, self.last_pop + 1)
+            flow = joining.flow
+            self.acts.append((ready_at, flow, joining, core.cls[flow], core.quantum_of(flow)))
+        while self.releases and self.releases[0][0] == self.cycle:
+            core.release(self.releases.popleft()[1])
+        # Reader: the slot as it was before this edge.
         left = None
         if self.out is not None and ready:
             beat, frame = self.out
             if beat["last"]:
-                left = self.rel = frame
+                left = frame
+                self.releases.append((self.cycle + self.RELEASE, frame))
         if self.out is None or ready:
             if self.reading is not None and self.next_beat * w < self.reading.stored_len:
                 self.out = (self._beat(self.reading, self.next_beat), self.reading)
@@ -303,25 +367,20 @@ class FlowQueuesCycleModel:
                 self.next_beat = 1
             else:
                 self.out, self.reading = None, None
-        if self.step_left:
-            self.step_left -= 1
-            if not self.step_left and self.step_frame is not None:
-                self.slot, self.step_frame = self.step_frame, None
-        elif slot_was_empty and any(core.queue):
-            # Decided now, on this cycle's state; visible three edges later.
-            self.step_frame = core.step()
-            self.step_left = 3 if self.step_frame is not None else 2
-        if joining is not None:
-            core.enqueue(joining)
+        if selected is not None:
+            self.slot = selected
+        # The quota a first beat is checked against is read at the edge it is accepted,
+        # before this edge's configuration write.
+        self.pipe.append(None if item is None else (*item, core.quota[item[1]]))
         if cfg is not None:
             core.configure(cfg["flow"], quota=cfg.get("quota"), cls=cfg.get("cls"),
                            weight=cfg.get("weight"))
-        self.s1 = item
+        self.cycle += 1
         return left
 
     def idle(self):
         """Nothing in flight: no beat in the pipeline, no frame queued, selected or leaving."""
-        return (self.s1 is None and self.writing is None and self.rel is None
-                and self.joining is None and not self.cells_decided
-                and self.slot is None and self.out is None and not any(self.core.queue)
-                and not self.step_left)
+        return (all(p is None for p in self.pipe) and self.writing is None
+                and self.joining is None and not self.releases and not self.acts
+                and self.sched is None and self.slot is None and self.out is None
+                and not any(self.core.queue))

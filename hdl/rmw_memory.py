@@ -1,0 +1,120 @@
+# Per-entry state of the flow queues (counters, byte totals) kept in one block RAM and updated by
+# read-modify-write at up to one entry per cycle, with the block RAM's output registered before
+# any logic (its clock-to-output delay is most of an ECP5 cycle at 165 MHz). Used by
+# partner.hdl.flow_queues; see docs/queues.md, "Resources and timing".
+"""Pipelined read-modify-write memory.
+
+An update of entry ``a`` is three cycles long:
+
+====== =======================================================================================
+cycle  work
+====== =======================================================================================
+0      ``addr`` (and ``start``) name the entry; the memory is read at the end of the cycle
+1      the block RAM's output is registered
+2      ``old`` is the entry's current value; the user sets ``new`` and ``write``, which
+       stores it at the end of the cycle
+====== =======================================================================================
+
+Updates may start in every cycle, for any entries. ``old`` is exact even when the two previous
+updates wrote the same entry (cycles 0 and 1 of this update): their written values are
+*forwarded* over the stale memory output. An update whose cycle 2 does not write leaves the
+entry as it was (``start`` only matters for that: without it, cycle 2 must not write).
+
+``cleared_by_reset``: a per-entry valid bit (a register, cleared by reset) makes every entry
+read as 0 until it is written again, so that a reset forgets the memory's contents without a
+sweep. Extra read ports (``extra_reads``) read the memory as it is, one cycle later, with the
+valid bit beside the data (``x_ok``), unregistered: the user registers them.
+"""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["RmwMemory"]
+
+
+class RmwMemory(wiring.Component):
+    """Read-modify-write memory of ``depth`` entries of ``shape``.
+
+    Members
+    -------
+    addr : ``In(range(depth))``
+        Cycle 0: the entry an update starts on.
+    old : ``Out(shape)``
+        Cycle 2: its current value (forwarded from the two previous updates).
+    new : ``In(shape)``, write : ``In(1)``
+        Cycle 2: store ``new`` into the entry.
+    x_addr, x_data, x_ok : extra read ports (``ArrayLayout``\\ s of ``extra_reads``)
+        ``x_data[k]`` is entry ``x_addr[k]`` of the previous cycle, as stored before the end of
+        the previous cycle (no forwarding); ``x_ok[k]`` its valid bit (always 1 without
+        ``cleared_by_reset``); both combinational from registers and the block RAM.
+    """
+
+    def __init__(self, shape, depth: int, *, extra_reads: int = 0,
+                 cleared_by_reset: bool = False):
+        self.shape, self.depth = shape, depth
+        self.extra_reads, self.cleared_by_reset = extra_reads, cleared_by_reset
+        ports = {
+            "addr": In(range(depth)),
+            "old": Out(shape),
+            "new": In(shape),
+            "write": In(1),
+        }
+        if extra_reads:
+            ports.update({
+                "x_addr": In(data.ArrayLayout(range(depth), extra_reads)),
+                "x_data": Out(data.ArrayLayout(shape, extra_reads)),
+                "x_ok": Out(extra_reads),
+            })
+        super().__init__(ports)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.mem = mem = Memory(shape=self.shape, depth=self.depth, init=[])
+        wr = mem.write_port()
+        rd = mem.read_port()
+
+        addr1, addr2 = Signal.like(self.addr), Signal.like(self.addr)
+        d1 = Signal(self.shape)  # the memory's output, registered
+        m.d.sync += [addr1.eq(self.addr), addr2.eq(addr1), d1.eq(rd.data)]
+        m.d.comb += rd.addr.eq(self.addr)
+
+        # The two previous writes (at the ends of cycles 0 and 1 of this update). Whether they
+        # hit this entry is known a cycle ahead (addresses only), so that cycle 2 only selects.
+        p1_en, p2_en = Signal(), Signal()
+        p1_addr = Signal.like(self.addr)
+        p1_data, p2_data = Signal(self.shape), Signal(self.shape)
+        hit0_1, hit0_2, hit1_2 = Signal(), Signal(), Signal()
+        m.d.sync += [p1_en.eq(self.write), p1_addr.eq(addr2), p1_data.eq(self.new),
+                     p2_en.eq(p1_en), p2_data.eq(p1_data),
+                     hit0_1.eq(self.addr == addr2), hit0_2.eq(hit0_1),
+                     hit1_2.eq(addr1 == addr2)]
+
+        stored = Signal(self.shape)
+        if self.cleared_by_reset:
+            # Set one cycle after the write (off the path of `write`); a read that could see
+            # the written data sees the bit too.
+            ok = Signal(self.depth)
+            ok2 = Signal()
+            m.d.sync += ok2.eq(ok.bit_select(addr1, 1))
+            with m.If(p1_en):
+                m.d.sync += ok.bit_select(p1_addr, 1).eq(1)
+            m.d.comb += stored.eq(Mux(ok2, d1, 0))
+        else:
+            m.d.comb += stored.eq(d1)
+        m.d.comb += [
+            self.old.eq(Mux(p1_en & hit1_2, p1_data, Mux(p2_en & hit0_2, p2_data, stored))),
+            wr.addr.eq(addr2), wr.data.eq(self.new), wr.en.eq(self.write),
+        ]
+
+        for k in range(self.extra_reads):
+            x = mem.read_port()
+            m.d.comb += [x.addr.eq(self.x_addr[k]), self.x_data[k].eq(x.data)]
+            if self.cleared_by_reset:
+                x_addr = Signal.like(self.x_addr[k], name=f"x_addr_{k}")
+                m.d.sync += x_addr.eq(self.x_addr[k])
+                m.d.comb += self.x_ok[k].eq(ok.bit_select(x_addr, 1))
+            else:
+                m.d.comb += self.x_ok[k].eq(1)
+        return m
