@@ -187,6 +187,34 @@ def test_timeout_ends_a_command():
             assert packet == h.host.memory.read(addr, length)
 
 
+def test_poisoned_completions_fail_their_command():
+    h = Harness(64, seed=13, poison_rate=0.04)
+    commands = random_commands(random.Random(13), 10)
+    packets, statuses = h.run(commands)
+    codes = [s["status"] for s in statuses]
+    assert DmaStatus.POISONED in codes and DmaStatus.OK in codes
+    assert set(codes) <= {DmaStatus.OK, DmaStatus.POISONED}
+    for (addr, length), packet, code in zip(commands, packets, codes, strict=True):
+        if code == DmaStatus.OK:
+            assert packet == h.host.memory.read(addr, length)
+
+
+def test_full_rate_delivery():
+    """Aligned reads without backpressure: the data stream carries one beat per cycle once the
+    completions flow, and each status follows its last data beat."""
+    h = Harness(256, seed=14, rates=(1, 1, 1, 1, 1), delay=(30, 30), reorder=0.0)
+    commands = [(0x100000 + 512 * n, 512) for n in range(24)]
+    packets, statuses = h.run(commands)
+    assert all(s["status"] == DmaStatus.OK for s in statuses)
+    assert packets == [h.host.memory.read(a, n) for a, n in commands]
+    times = h.data.times
+    busy = times[-1] - times[len(times) // 4]
+    assert busy <= 1.1 * (len(times) - 1 - len(times) // 4), "gaps in the data stream"
+    last_beats = [t for raw, t in zip(h.data.items, times, strict=True)
+                  if unpack(packet_layout(32), raw)["last"]]
+    assert all(st > lt for st, lt in zip(h.status.times, last_beats, strict=True))
+
+
 def test_bus_master_off_sends_nothing():
     h = Harness(64, seed=9)
     h.bus_master = False  # the host model raises on any request

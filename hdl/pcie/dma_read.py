@@ -36,6 +36,7 @@ Checks on completions (a completion that fails them is discarded, never hung on)
   fit, a payload that does not match the length: discarded, counted in ``malformed``, and the
   request's command ends with ``MALFORMED``; the request still waits for its valid completions
   or the timeout;
+- poisoned data (EP set, §2.7.2.2) is taken in, but its command ends with ``POISONED``;
 - an Unsupported Request or Completer Abort status ends its request (§2.3.2); the command's
   remaining requests are not issued, the ones outstanding are drained, and the command ends
   with ``UR`` / ``CA``;
@@ -355,8 +356,12 @@ class DmaReader(wiring.Component):
                                  s.abort_in_status.eq(err_code)]
                 with m.Elif(~match):
                     m.d.sync += self.malformed.eq(self.malformed + 1)
-                    m.d.comb += [s.mark_malformed.eq(1), s.cpl_tag.eq(tag)]
+                    m.d.comb += [s.mark.eq(1), s.mark_status.eq(DmaStatus.MALFORMED),
+                                 s.cpl_tag.eq(tag)]
                 with m.Else():
+                    # Poisoned data (§2.7.2.2) is taken in, so the request completes, but
+                    # its command fails.
+                    m.d.comb += [s.mark.eq(dw0.ep), s.mark_status.eq(DmaStatus.POISONED)]
                     m.d.comb += [s.cpl_tag.eq(tag), s.recv_w.addr.eq(tag),
                                  s.recv_w.data.eq(got + bytes_here),
                                  s.recv_w.en.eq(~final_sc), s.clear_fresh.eq(1),
@@ -471,8 +476,8 @@ class DmaReader(wiring.Component):
             with m.If(s.err[tag] == DmaStatus.OK):
                 m.d.sync += s.err[tag].eq(status)
 
-        with m.If(s.mark_malformed):
-            fail(s.cpl_tag, DmaStatus.MALFORMED)
+        with m.If(s.mark):
+            fail(s.cpl_tag, s.mark_status)
         with m.If(s.length_error):
             fail(s.w_tag, DmaStatus.MALFORMED)
         with m.If(s.complete_now):
@@ -633,7 +638,8 @@ class _State:
         self.issue, self.issue_done = Signal(), Signal()
         self.issue_status = Signal(STATUS_BITS)
         self.cpl_tag = Signal(8)
-        self.clear_pending, self.clear_fresh, self.mark_malformed = Signal(), Signal(), Signal()
+        self.clear_pending, self.clear_fresh = Signal(), Signal()
+        self.mark, self.mark_status = Signal(), Signal(STATUS_BITS)  # a completion fails a tag
         self.length_error, self.w_tag = Signal(), Signal(8)
         self.complete_now, self.complete_tag = Signal(), Signal(8)
         self.complete_status = Signal(STATUS_BITS)

@@ -23,4 +23,5 @@ class DmaStatus(enum.IntEnum):
     MALFORMED = 3  # a completion did not match its request (byte count, address, length)
     TIMEOUT = 4  # a request's completions did not all arrive within the timeout
     NO_BUS_MASTER = 5  # Bus Master Enable was 0: the request was not sent
-    BAD_COMMAND = 6  # zero length (reader) or a data stream that did not match the length
+    BAD_COMMAND = 6  # zero length, or (writer) a data packet that did not match the length
+    POISONED = 7  # a completion carried poisoned data (EP set, §2.7.2.2)

@@ -19,6 +19,7 @@ does not import Amaranth or cocotbext-pcie (the real root complex is used by the
   (the requester's completion timeout must fire); ``malformed_rate`` sends, now and then, an
   extra completion with a wrong Byte Count (the requester must discard it); ``timeout`` is the
   requester's completion timeout, after which the tag of an unanswered request may be reused;
+  ``poison_rate`` sets the EP bit (poisoned data, §2.7.2.2) of some completions;
 - every request is checked, and a violation raises `ProtocolError` from the testbench: payload
   within Max_Payload_Size, reads within Max_Read_Request_Size, no 4 KiB crossing (§2.2.7), a
   tag not outstanding and below the device's limit (§2.2.6.2), byte enable rules (§2.2.5),
@@ -216,6 +217,7 @@ class _Stats:
     errors_sent: int = 0
     malformed_sent: int = 0
     dropped: int = 0
+    poisoned_sent: int = 0
     first_completion_cycle: int | None = None
     last_completion_cycle: int | None = None
     write_log: list = field(default_factory=list)
@@ -232,7 +234,8 @@ class PcieHost:
                  cpl_valid: float = 1.0, ur_rate: float = 0.0, ca_rate: float = 0.0,
                  drop_rate: float = 0.0, malformed_rate: float = 0.0,
                  timeout: int | None = None, header_dw: int | None = None,
-                 largest_completions: bool = False, reorder: float = 1.0):
+                 largest_completions: bool = False, reorder: float = 1.0,
+                 poison_rate: float = 0.0):
         if rcb not in (64, 128):
             raise ValueError(f"the read completion boundary is 64 or 128 bytes, not {rcb}")
         for name, size in (("mps", mps), ("mrrs", mrrs)):
@@ -252,6 +255,7 @@ class PcieHost:
         self.timeout = timeout
         self.largest_completions = largest_completions
         self.reorder = reorder
+        self.poison_rate = poison_rate
         self.header_dw = header_dw
         self.bus_master = True
         self.cycle = 0
@@ -398,9 +402,9 @@ class PcieHost:
         self.injected.append(tlp_beats(self.layout, self.width, hdr, payload))
 
     def completion_header(self, *, tag, status, byte_count, lower_address, length_dw,
-                          with_data=True) -> int:
+                          with_data=True, poisoned=False) -> int:
         kind = TlpKind.CPLD if with_data else TlpKind.CPL
-        dw0 = HEADER_DW0.pack(length=length_dw & 0x3FF, kind=kind)
+        dw0 = HEADER_DW0.pack(length=length_dw & 0x3FF, kind=kind, ep=poisoned)
         dw1 = COMPLETION_DW1.pack(byte_count=byte_count & 0xFFF, status=status,
                                   completer_id=self.completer_id)
         dw2 = COMPLETION_DW2.pack(lower_address=lower_address & 0x7F, tag=tag,
@@ -445,9 +449,11 @@ class PcieHost:
                                          byte_count=remaining + 4, lower_address=addr,
                                          length_dw=(end_dw - first_dw) // 4)
             return tlp_beats(self.layout, self.width, hdr, bytes(data))
+        poisoned = self.rng.random() < self.poison_rate
+        self.stats.poisoned_sent += poisoned
         hdr = self.completion_header(tag=read.tag, status=CompletionStatus.SC,
                                      byte_count=remaining, lower_address=addr,
-                                     length_dw=(end_dw - first_dw) // 4)
+                                     length_dw=(end_dw - first_dw) // 4, poisoned=poisoned)
         read.sent += stop - addr
         read.due = self.cycle + self.rng.randint(0, 3)
         if read.sent == read.end - read.start:
