@@ -215,16 +215,29 @@ class DmaWriter(wiring.Component):
         last_beat = k == desc.beats - 1
         final = last_beat & desc.last
         need = ~final | desc.tail
-        done_in = data.View(done_layout(self.id_bits), dones.w_data)
-        m.d.comb += [done_in.id.eq(desc.id), dones.r_en.eq(self.done.ready),
-                     self.done.valid.eq(dones.r_rdy), self.done.payload.eq(dones.r_data)]
+        # A command's done waits in `pend` until its last beat has left the output register
+        # (accepted on `req`, or never loaded because it was dropped), so that anything the
+        # caller sends after seeing done is behind the whole write.
+        pend = Signal()
+        pend_done = Signal(done_layout(self.id_bits))
+        push = Signal()
+        m.d.comb += [
+            push.eq(pend & advance & dones.w_rdy),
+            dones.w_en.eq(push), dones.w_data.eq(pend_done),
+            dones.r_en.eq(self.done.ready),
+            self.done.valid.eq(dones.r_rdy), self.done.payload.eq(dones.r_data),
+        ]
+        with m.If(push):
+            m.d.sync += pend.eq(0)
+        room = ~pend | push  # a new done may be set aside
 
         with m.If(advance):
             m.d.sync += req.valid.eq(0)
-        with m.If(descs.r_rdy & desc.empty):
-            m.d.comb += [descs.r_en.eq(dones.w_rdy), dones.w_en.eq(1),
-                         done_in.status.eq(DmaStatus.BAD_COMMAND)]
-        with m.Elif(descs.r_rdy & advance & (din.valid | ~need) & (~final | dones.w_rdy)):
+        with m.If(descs.r_rdy & desc.empty & room):
+            m.d.comb += descs.r_en.eq(1)
+            m.d.sync += [pend.eq(1), pend_done.id.eq(desc.id),
+                         pend_done.status.eq(DmaStatus.BAD_COMMAND)]
+        with m.Elif(descs.r_rdy & ~desc.empty & advance & (din.valid | ~need) & (~final | room)):
             window = Cat(prev, din.payload.data)
             m.d.sync += [
                 req.valid.eq(~desc.drop),
@@ -253,5 +266,5 @@ class DmaWriter(wiring.Component):
             result = Mux(current != DmaStatus.OK, current, failure)
             m.d.sync += status.eq(result)
             with m.If(final):
-                m.d.comb += [dones.w_en.eq(1), done_in.status.eq(result)]
+                m.d.sync += [pend.eq(1), pend_done.id.eq(desc.id), pend_done.status.eq(result)]
         return m
