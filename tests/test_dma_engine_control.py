@@ -205,3 +205,41 @@ def test_wide_streams(width):
         await tx_traffic(ctx, rig, rng, 5)
 
     rig.run(scenario)
+
+
+def test_no_head_of_line_blocking():
+    """A queue without free pvecs, and a core that takes no TX frame, hold up no RX queue."""
+    rig = Rig(seed=15, tx_buffer_bytes=4096)
+
+    async def scenario(ctx, rig):
+        rig.tx_sink.rate = 0.0  # the core's TX path is stuck
+        await rig.start(ctx)
+        await rig.ring(ctx, "rx", 0)
+        await rig.ring(ctx, "rx", 1)
+        await rig.ring(ctx, "tx", 0)
+        await rig.write(ctx, "tx_max_length", 1000)
+        data = rig.alloc(8192)
+        for _ in range(6):  # more than the 4 KiB TX buffer holds
+            rig.post("tx", 0, [{"address": data, "length": 1000, "port": 0, "flow": 0,
+                                "total_length": 1000}])
+        await rig.doorbell(ctx, "tx", 0)
+        await rig.collect(ctx, lambda: rig.poll_tx(0), 3, 10000)
+        for n in range(4):
+            rig.frame(0, b"stuck" * 10)  # queue 0: no pvec posted
+            rig.frame(1, bytes([n]) * 100)
+        buf = rig.alloc(4096)
+        for n in range(4):
+            rig.post("rx", 1, [{"address": buf + 128 * n, "length": 128}])
+        await rig.doorbell(ctx, "rx", 1)
+        got = await rig.collect(ctx, lambda: rig.poll_rx(1), 4, 5000)
+        assert [e["status"] for e in got] == [0] * 4
+        assert rig.memory.read(buf + 3 * 128, 100) == bytes([3]) * 100
+        await rig.collect(ctx, lambda: rig.poll_tx(0), 1, 5000)  # 4 x 1000 bytes fit
+        await ctx.tick().repeat(500)
+        assert rig.poll_tx(0) is None, "the TX ring waits for room in the buffer"
+        assert rig.sent() == []
+        rig.tx_sink.rate = 1.0
+        await rig.collect(ctx, lambda: rig.poll_tx(0), 2, 10000)
+        await rig.wait(ctx, lambda: len(rig.sent()) == 6, 2000, "every frame to the core")
+
+    rig.run(scenario)

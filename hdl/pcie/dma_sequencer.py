@@ -300,10 +300,15 @@ class DmaSequencer(wiring.Component):
         cand = Signal(R + T)
         for q in range(R):
             m.d.comb += cand[q].eq(self.ring_enabled[q] & ~self.ring_waiting[q] & self.rx[q].valid)
+        # A TX ring is served only while the TX buffer has room for the longest pvec it may
+        # hold: if the core stops taking frames, TX jobs stop, and RX jobs go on.
+        limit = Signal(16)
+        m.d.comb += limit.eq(Mux(self.tx_max_length < self.tx_buffer_bytes, self.tx_max_length,
+                                 self.tx_buffer_bytes))
+        tx_ok = self.tx_room >= ((limit + wb - 1) >> (wb.bit_length() - 1))
         for t in range(T):
-            r = R + t
-            m.d.comb += cand[r].eq(self.ring_enabled[r] & ~self.ring_waiting[r]
-                                   & self.ring_posted[r])
+            m.d.comb += cand[R + t].eq(self.ring_enabled[R + t] & ~self.ring_waiting[R + t]
+                                       & self.ring_posted[R + t] & tx_ok)
         last_pick = Signal(range(R + T), init=R + T - 1)
         pick = Signal(range(R + T))
         with m.Switch(last_pick):
@@ -420,8 +425,6 @@ class DmaSequencer(wiring.Component):
                         m.d.sync += status.eq(RxStatus.OK)
                         m.next = "RX_NEXT"
                 with m.Else():
-                    limit = Mux(self.tx_max_length < self.tx_buffer_bytes, self.tx_max_length,
-                                self.tx_buffer_bytes)
                     m.d.sync += [chunks.eq(count), length.eq(first.total_length),
                                  left.eq(first.total_length)]
                     with m.If(over):
