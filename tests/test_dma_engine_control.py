@@ -201,8 +201,8 @@ def test_wide_streams(width):
         await rig.start(ctx)
         await rig.ring(ctx, "tx", 0, log2=3)
         await rig.write(ctx, "tx_max_length", 9216)
-        await rx_traffic(ctx, rig, rng, 5, queues=(1,), log2=3)
-        await tx_traffic(ctx, rig, rng, 5)
+        await rx_traffic(ctx, rig, rng, 4, queues=(1,), log2=3)
+        await tx_traffic(ctx, rig, rng, 4)
 
     rig.run(scenario)
 
