@@ -141,6 +141,7 @@ class DmaReader(wiring.Component):
         self.width, self.tags, self.buffer_bytes = width, tags, buffer_bytes
         self.timeout, self.max_read_request = timeout, max_read_request
         self.len_bits, self.id_bits, self.commands = len_bits, id_bits, commands
+        self.dwords = buffer_bytes // 4
         super().__init__({
             "cmd": In(stream.Signature(read_command_layout(len_bits, id_bits))),
             "data": Out(PacketStream(width // 8)),
@@ -156,7 +157,6 @@ class DmaReader(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         lanes = self.width // 32
-        self.dwords = self.buffer_bytes // 4
         dwb = self.dwords.bit_length()  # dword pointers: buffer index plus a wrap bit
         tags = self.tags
         seq_bits = self.commands.bit_length() + 1
@@ -406,10 +406,7 @@ class DmaReader(wiring.Component):
             ]
         # The payload must be exactly the header's length (§2.2.9): full beats, then the rest.
         full = (1 << lanes) - 1
-        tail_mask = Signal(lanes)
-        for j in range(lanes):
-            m.d.comb += tail_mask[j].eq(w_left > j)
-        bad_length = Mux(w_eop, (w_left > lanes) | (w_strb != tail_mask),
+        bad_length = Mux(w_eop, (w_left > lanes) | (w_strb != allowed),
                          (w_strb != full) | (w_left <= lanes))
         no_payload = w_left == 0  # an error completion: nothing to write
         with m.If(w_valid & Mux(no_payload, w_strb != 0, bad_length)):

@@ -263,6 +263,7 @@ class PcieHost:
         self.max_outstanding = 0
         self.stats = _Stats()
         self.injected: deque[list[int]] = deque()  # raw completions to send first
+        self._offered = None  # cycle the TLP being received was first offered
 
     def testbenches(self, req=None, cpl=None) -> list:
         """Async testbench functions serving ``req`` (the device's ``req_out``) and driving
@@ -293,6 +294,8 @@ class PcieHost:
             ctx.set(stream.ready, ready)
             _, _, valid, raw = await ctx.tick().sample(stream.valid, payload)
             self.cycle += 1
+            if valid and not beats and self._offered is None:
+                self._offered = self.cycle  # the requester had this TLP ready from here on
             if not (valid and ready):
                 continue
             beat = unpack(self.layout, raw)
@@ -304,6 +307,7 @@ class PcieHost:
             if beat["eop"]:
                 self._request(beats)
                 beats = []
+                self._offered = None
 
     def _request(self, beats):
         hdr = beats[0]["hdr"]
@@ -379,7 +383,7 @@ class PcieHost:
 
     def _start_read(self, tag, start, end):
         due = self.cycle + self.rng.randint(*self.delay)
-        read = _Read(tag, start, end, due, issued=self.cycle)
+        read = _Read(tag, start, end, due, issued=self._offered)
         roll = self.rng.random()
         if roll < self.drop_rate:
             read.dropped = True
