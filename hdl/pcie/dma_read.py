@@ -26,8 +26,9 @@ most one dword, at its own row), so completions are taken at one beat per cycle:
 is always 1, as a requester must always accept completions (§2.3.2 endpoints advertise infinite
 completion credits). Completions may be split at any RCB and interleave between tags in any
 order; within a tag they come in address order (§2.3.1.1). Requests retire in order once
-complete, and the delivery stage reads the buffer a row per cycle and shifts the bytes to lane
-0, so data leaves at one beat per cycle (at most one idle cycle per command).
+complete, and the delivery stage (`partner.hdl.pcie.read_delivery`) reads the buffer a row per
+cycle and shifts the bytes to lane 0, so data leaves at one beat per cycle (at most one idle
+cycle per command).
 
 Checks on completions (a completion that fails them is discarded, never hung on):
 
@@ -67,6 +68,7 @@ from partner.tlp import (
 from ..stream import PacketStream
 from ..wire import layout
 from .dma_status import STATUS_BITS, DmaStatus
+from .read_delivery import ReadDelivery
 from .tlp import WIDTHS, EndpointConfig, TlpStream
 
 __all__ = ["DmaReader", "read_command_layout", "read_status_layout"]
@@ -176,6 +178,8 @@ class DmaReader(wiring.Component):
         m.submodules.table = table = Memory(shape=self.req_layout, depth=tags, init=[])
         m.submodules.received = received = Memory(shape=range(4097), depth=tags, init=[])
         s = _State(m, self, dwb, ts_bits, seq_bits)
+        m.submodules.delivery = s.delivery = ReadDelivery(self.width, self.dwords,
+                                                          self.len_bits, self.commands)
         s.table_w = table.write_port()
         s.table_cpl = table.read_port(domain="comb")
         s.table_ret = table.read_port(domain="comb")
@@ -204,19 +208,17 @@ class DmaReader(wiring.Component):
         cmd_ok = Signal()  # the command has not been aborted by a UR/CA completion
 
         # A command is taken when the delivery stage and the status queue have room for it.
-        m.d.comb += cmd.ready.eq(~have & (s.inflight < self.commands) & s.cmdq.w_rdy)
+        room = ~have & (s.inflight < self.commands)
+        dcmd = s.delivery.cmd
+        m.d.comb += [cmd.ready.eq(room & dcmd.ready), dcmd.valid.eq(cmd.valid & room)]
         with m.If(cmd.valid & cmd.ready):
             m.d.sync += [addr.eq(cmd.payload.addr), left.eq(cmd.payload.length), have.eq(1),
                          cmd_id.eq(cmd.payload.id), cmd_ok.eq(1), s.seq.eq(s.seq + 1),
                          s.abort_seq_valid.eq(0)]
         with m.Elif(s.abort_seq_valid & (s.abort_seq == s.seq)):
             m.d.sync += cmd_ok.eq(0)
-        cmdq_in = data.View(s.cmdq_layout, s.cmdq.w_data)
-        m.d.comb += [
-            cmdq_in.start.eq(Cat(cmd.payload.addr[:2], s.alloc)),
-            cmdq_in.length.eq(cmd.payload.length),
-            s.cmdq.w_en.eq(cmd.valid & cmd.ready),
-        ]
+        m.d.comb += [dcmd.payload.start.eq(Cat(cmd.payload.addr[:2], s.alloc)),
+                     dcmd.payload.length.eq(cmd.payload.length)]
 
         code = Mux(cfg.max_read_request > 5, 5, cfg.max_read_request)
         mrrs = Signal(range(4097))
@@ -492,112 +494,18 @@ class DmaReader(wiring.Component):
     # -- delivery -------------------------------------------------------------------------------
 
     def _delivery(self, m, s):
-        wb = self.width // 8
-        lanes = self.width // 32
-        lane_bits = lanes.bit_length() - 1
-        wb_bits = wb.bit_length() - 1
-        out = self.data
-        cmdq = data.View(s.cmdq_layout, s.cmdq.r_data)
-
-        active = Signal()
-        row = Signal(s.alloc.shape().width - lane_bits)  # next row to read (with wrap bit)
-        rows_left = Signal(range(2 ** self.len_bits // wb + 3))
-        end_dw = Signal.like(s.alloc)  # one past the command's last dword
-        o = Signal(range(wb))  # byte offset of the command's first byte in its row
-        flush_cmd = Signal()  # the last beat comes from the last row alone
-        first_row = Signal()
-        last_nbytes = Signal(range(wb + 1))
-        single = Signal()  # one output beat
-
-        # Reading a row: all the command's dwords in it must be in the buffer.
-        row_end = Cat(Const(0, lane_bits), row + 1)
-        behind = Signal.like(s.alloc)
-        behind2 = Signal.like(s.alloc)
-        m.d.comb += [behind.eq(s.valid_dw - row_end), behind2.eq(s.valid_dw - end_dw)]
-        row_ready = ~behind[-1] | ~behind2[-1]
-
-        m_valid, m_first, m_last = Signal(), Signal(), Signal()
-        m_o, m_flush, m_nbytes, m_single = (Signal.like(o), Signal(), Signal.like(last_nbytes),
-                                            Signal())
-        prev = Signal(self.width)
-        cur = Cat(*(rport.data for _, rport in s.banks))
-        flush_pending = Signal()
-        f_o, f_nbytes, f_first = Signal.like(o), Signal.like(last_nbytes), Signal()
-
-        out_free = ~out.valid | out.ready
-        flush_go = flush_pending & out_free
-        consume = Signal()
-        m.d.comb += consume.eq(m_valid & Mux(m_first, ~flush_pending | flush_go,
-                                             out_free & ~flush_pending))
-        m_free = ~m_valid | consume
-        read = Signal()
-        m.d.comb += read.eq(active & m_free & row_ready)
+        delivery = s.delivery
+        m.d.comb += [
+            delivery.valid_dw.eq(s.valid_dw), s.free.eq(delivery.free),
+            delivery.row_data.eq(Cat(*(rport.data for _, rport in s.banks))),
+            s.zero_done.eq(delivery.zero_done),
+        ]
         for _, rport in s.banks:
-            m.d.comb += [rport.addr.eq(row[:-1]), rport.en.eq(m_free)]
-
-        # The oldest row still needed is at most one before `row`.
-        m.d.comb += s.free.eq(Cat(Const(0, lane_bits), row - 1))
-
-        with m.If(m_free):
-            m.d.sync += m_valid.eq(read)
-        with m.If(read):
-            m.d.sync += [
-                m_first.eq(first_row), m_last.eq(rows_left == 1), m_o.eq(o),
-                m_flush.eq(flush_cmd), m_nbytes.eq(last_nbytes), m_single.eq(single),
-                row.eq(row + 1), rows_left.eq(rows_left - 1), first_row.eq(0),
-            ]
-            with m.If(rows_left == 1):
-                m.d.sync += active.eq(0)
-
-        # Take the next command when the current one has issued all its reads.
-        length = cmdq.length
-        s_off = cmdq.start[:wb_bits]
-        zero = length == 0
-        with m.If(s.cmdq.r_rdy & zero):
-            # Nothing to read: done once the data before it has left.
-            idle = ~active & ~m_valid & ~flush_pending & ~out.valid
-            m.d.comb += [s.cmdq.r_en.eq(idle), s.zero_done.eq(idle)]
-        with m.Elif(s.cmdq.r_rdy & (~active | read & (rows_left == 1))):
-            m.d.comb += s.cmdq.r_en.eq(1)
-            beats = (length + wb - 1) >> wb_bits
-            rows = (s_off + length + wb - 1) >> wb_bits
-            m.d.sync += [
-                active.eq(1), row.eq(cmdq.start[wb_bits:]), rows_left.eq(rows),
-                end_dw.eq((cmdq.start + length + 3) >> 2), o.eq(s_off),
-                flush_cmd.eq(rows == beats), first_row.eq(1),
-                last_nbytes.eq(((length - 1) & (wb - 1)) + 1), single.eq(beats == 1),
-            ]
-
-        # Stage M: combine the previous row and this one into an output beat.
-        with m.If(out_free):
-            m.d.sync += out.valid.eq(0)
-        window = Cat(prev, cur)
-        with m.If(consume):
-            m.d.sync += prev.eq(cur)
-            with m.If(m_last & m_flush):
-                m.d.sync += [flush_pending.eq(1), f_o.eq(m_o), f_nbytes.eq(m_nbytes),
-                             f_first.eq(m_single)]
-        with m.If(flush_go):
-            with m.If(~(consume & m_last & m_flush)):
-                m.d.sync += flush_pending.eq(0)
-            m.d.sync += [
-                out.valid.eq(1),
-                out.payload.data.eq((prev >> (f_o * 8))[:self.width]),
-                out.payload.nbytes.eq(f_nbytes),
-                out.payload.first.eq(f_first), out.payload.last.eq(1),
-            ]
-        with m.Elif(consume & ~m_first):
-            last_beat = m_last & ~m_flush
-            m.d.sync += [
-                out.valid.eq(1),
-                out.payload.data.eq((window >> (m_o * 8))[:self.width]),
-                out.payload.nbytes.eq(Mux(last_beat, m_nbytes, wb)),
-                out.payload.first.eq(s.beat0), out.payload.last.eq(last_beat),
-            ]
-        with m.If(consume):
-            m.d.sync += s.beat0.eq(m_first)
+            m.d.comb += [rport.addr.eq(delivery.row_addr), rport.en.eq(delivery.row_en)]
+        wiring.connect(m, delivery=delivery.data, data=wiring.flipped(self.data))
 
         # Status: each command's status leaves after its last data beat was accepted.
+        out = self.data
         delivered = Signal(range(self.commands + 1))
         last_out = out.valid & out.ready & out.payload.last
         pop = self.status.valid & self.status.ready
@@ -630,7 +538,6 @@ class _State:
         self.inflight = Signal(range(reader.commands + 1))
         self.busy = Signal()  # a completion TLP is in progress
         self.busy_tag = Signal(8)
-        self.beat0 = Signal()
         # Strobes between stages.
         self.issue, self.issue_done = Signal(), Signal()
         self.issue_status = Signal(STATUS_BITS)
@@ -645,9 +552,6 @@ class _State:
         self.abort_in_status = Signal(STATUS_BITS)
         self.abort_seq_valid, self.abort_seq = Signal(), Signal(seq_bits)
         self.abort_status = Signal(STATUS_BITS)
-        # Queues: commands for the delivery stage, statuses in command order.
-        self.cmdq_layout = data.StructLayout({"start": dwb + 2, "length": reader.len_bits})
-        m.submodules.cmdq = self.cmdq = SyncFIFOBuffered(width=self.cmdq_layout.size,
-                                                         depth=reader.commands)
+        # Statuses in command order.
         m.submodules.statq = self.statq = SyncFIFOBuffered(
             width=read_status_layout(reader.id_bits).size, depth=reader.commands)
