@@ -4,8 +4,9 @@
 """Free-cell allocator.
 
 Cells are handed out one per cycle at most (``alloc``) and returned one per cycle at most
-(``free``). Returned cells go through a FIFO whose head is prefetched into the read port's
-register, so a returned cell can be allocated again from the second cycle after its return.
+(``free``). Returned cells go through a FIFO whose head is prefetched through the read port's
+register into an output register, so a returned cell can be allocated again from the third
+cycle after its return.
 
 Why a FIFO and a fresh-cell counter instead of a free *list* threaded through the link memory:
 a linked free list needs a read and a write of the link memory for every allocation and every
@@ -69,11 +70,14 @@ class CellAllocator(wiring.Component):
         fresh = Signal(range(self.cells + 1))  # cells 0 .. fresh-1 have been handed out before
         wr_ptr = Signal(bits + 1)
         rd_ptr = Signal(bits + 1)
-        head_valid = Signal()  # rd.data holds the oldest returned cell
+        # Two prefetch stages: the memory's read register (`v1`) and an output register (`v2`),
+        # so that `cell` comes from flip-flops, not from a block RAM's slow output.
+        v1, v2 = Signal(), Signal()
+        head = Signal(bits)
 
-        m.d.comb += self.cell.eq(Mux(head_valid, rd.data, fresh[:bits]))
-        pop = self.alloc & head_valid
-        with m.If(self.alloc & ~head_valid):
+        m.d.comb += self.cell.eq(Mux(v2, head, fresh[:bits]))
+        pop = self.alloc & v2
+        with m.If(self.alloc & ~v2):
             with m.If(fresh == self.cells):
                 m.d.sync += self.underflow.eq(1)
             with m.Else():
@@ -83,16 +87,19 @@ class CellAllocator(wiring.Component):
         with m.If(self.free):
             m.d.sync += wr_ptr.eq(wr_ptr + 1)
 
-        # Same prefetch as PacketFIFO's output: reload the head whenever it is empty or taken.
-        advance = ~head_valid | pop
-        load = advance & (rd_ptr != wr_ptr)
+        move = v1 & (~v2 | pop)
+        load = (rd_ptr != wr_ptr) & (~v1 | move)
         m.d.comb += [rd.addr.eq(rd_ptr[:bits]), rd.en.eq(load)]
         with m.If(load):
-            m.d.sync += [rd_ptr.eq(rd_ptr + 1), head_valid.eq(1)]
-        with m.Elif(advance):
-            m.d.sync += head_valid.eq(0)
+            m.d.sync += [rd_ptr.eq(rd_ptr + 1), v1.eq(1)]
+        with m.Elif(move):
+            m.d.sync += v1.eq(0)
+        with m.If(move):
+            m.d.sync += [head.eq(rd.data), v2.eq(1)]
+        with m.Elif(pop):
+            m.d.sync += v2.eq(0)
 
         used = Signal(bits + 1)
         m.d.comb += [used.eq(wr_ptr - rd_ptr),
-                     self.available.eq(self.cells - fresh + used + head_valid)]
+                     self.available.eq(self.cells - fresh + used + v1 + v2)]
         return m

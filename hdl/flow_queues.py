@@ -207,17 +207,24 @@ class FlowQueues(wiring.Component):
         len_in1 = Signal(LEN_BITS)
         meta1 = Signal(self.meta_shape)
         m.d.sync += v1.eq(i.valid)
+        # Comparisons of the announced length, precomputed for a first beat.
+        need1 = Signal(LEN_BITS)  # cells the frame needs
+        pos1, over1 = Signal(), Signal()  # length > 0, length > width
         with m.If(i.valid):
             m.d.sync += [beat1.eq(i.payload), flow_in1.eq(self.i_flow),
-                         len_in1.eq(self.i_length), meta1.eq(self.i_meta)]
+                         len_in1.eq(self.i_length), meta1.eq(self.i_meta),
+                         need1.eq(cells_for(self.i_length)), pos1.eq(self.i_length != 0),
+                         over1.eq(self.i_length > w)]
 
         # -- stage 1: framing; what the beat would do if its frame is admitted ----------------
         busy = Signal()  # between a first and a last beat
         w_flow = Signal(range(n))
         w_len = Signal(LEN_BITS)
         w_bic = Signal(lbpc)  # position of the next beat in its cell (0: needs a new cell)
+        w_bic0 = Signal()  # w_bic == 0
         # Running remainders instead of sums, so that a beat needs one subtraction each:
         w_rem = Signal(signed(LEN_BITS + 1))  # announced bytes not covered by stored beats
+        w_pos = Signal()  # w_rem > 0
         w_cells = Signal(signed(cbits + 2))  # reserved cells not allocated yet
 
         start1 = v1 & ~busy
@@ -226,60 +233,64 @@ class FlowQueues(wiring.Component):
         length1 = Mux(start1, len_in1, w_len)
         rem = Signal(signed(LEN_BITS + 1))
         m.d.comb += rem.eq(Mux(start1, len_in1, w_rem))
-        has_room = v1 & (rem > 0)  # beats past the announced length are cut
+        has_room = v1 & Mux(start1, pos1, w_pos)  # beats past the announced length are cut
         bic = Signal(lbpc)
         m.d.comb += bic.eq(Mux(start1, 0, w_bic))
-        new_cell = has_room & (bic == 0)
-        need = Signal(LEN_BITS)
-        m.d.comb += need.eq(cells_for(len_in1))
+        new_cell = has_room & (start1 | w_bic0)
+        need = need1
         nbytes = beat1.nbytes
         nb = Mux(nbytes == 0, 1, Mux(nbytes > w, w, nbytes))  # non-last beats count as full
-        # At the last beat: bytes announced but not delivered (a short frame) go back.
-        give_bytes = Signal(LEN_BITS)
-        m.d.comb += give_bytes.eq(Mux(rem > nb, rem - nb, 0))
         with m.If(v1):
             m.d.sync += busy.eq(~last1)
             with m.If(start1):
-                m.d.sync += [w_flow.eq(flow_in1), w_len.eq(len_in1), w_cells.eq(need - 1)]
+                m.d.sync += [w_flow.eq(flow_in1), w_len.eq(len_in1), w_cells.eq(need1 - 1)]
             with m.Elif(new_cell):
                 m.d.sync += w_cells.eq(w_cells - 1)
             with m.If(has_room):
-                m.d.sync += [w_bic.eq(bic + 1), w_rem.eq(rem - w)]
+                m.d.sync += [w_bic.eq(bic + 1), w_rem.eq(rem - w),
+                             w_bic0.eq(Mux(start1, bpc == 1, w_bic == bpc - 1)),
+                             w_pos.eq(Mux(start1, over1, w_rem > w))]
 
-        def stage(name, shape, value, valid_only=False):
+        def stage(name, shape, value):
             reg = Signal(shape, name=name)
             m.d.sync += reg.eq(value)
             return reg
+
+        def follow(regs, n, drop=()):
+            """The registers of stage ``n``: those of stage ``n - 1`` less ``drop``."""
+            return {k: stage(f"s{n}_{k}", v.shape(), v) for k, v in regs.items()
+                    if k not in drop}
 
         # Stage registers. A beat moves one stage per cycle; `sN` is its state in stage N.
         s2 = dict(
             valid=stage("s2_valid", 1, v1), start=stage("s2_start", 1, start1),
             last=stage("s2_last", 1, last1), flow=stage("s2_flow", range(n), flow1),
             len=stage("s2_len", LEN_BITS, length1),
-            stored=stage("s2_stored", LEN_BITS, length1 - give_bytes),
+            rem=stage("s2_rem", rem.shape(), rem), nb=stage("s2_nb", range(w + 1), nb),
             store=stage("s2_store", 1, has_room), new_cell=stage("s2_new_cell", 1, new_cell),
             bic=stage("s2_bic", lbpc, bic), data=stage("s2_data", 8 * w, beat1.data),
             meta=stage("s2_meta", self.meta_shape, meta1),
             need=stage("s2_need", LEN_BITS, need),
-            # A one-beat frame takes what it delivered and one cell; a longer frame reserves
-            # its announced length and cells at its first beat and returns the rest at its
-            # last.
-            bytes_if=stage("s2_bytes_if", signed(LEN_BITS + 1),
-                           Mux(start1, Mux(last1, len_in1 - give_bytes, len_in1),
-                               Mux(last1, -give_bytes, 0))),
-            cells_if=stage("s2_cells_if", signed(cbits + 2),
-                           Mux(start1, Mux(last1, -1, -need),
-                               Mux(last1, w_cells - new_cell, 0))),
+            cells_left=stage("s2_cells_left", w_cells.shape(), w_cells),
             quota=stage("s2_quota", len(self.cfg_quota_bytes), quota_rd.data),
-            rel=stage("s2_rel", acc_bits, Mux(rel.x_ok[0], rel.x_data[0], 0)),
+            rel=stage("s2_rel", acc_bits, rel.x_data[0]),
+            rel_ok=stage("s2_rel_ok", 1, rel.x_ok[0]),
         )
         # -- stage 2: headroom = quota - length; the admitted-bytes update starts --------------
         headroom = Signal(signed(len(self.cfg_quota_bytes) + 1))
-        m.d.comb += [headroom.eq(s2["quota"] - s2["len"]), adm.addr.eq(s2["flow"])]
-        s3 = {k: stage(f"s3_{k}", v.shape(), v) for k, v in s2.items()
-              if k not in ("quota",)}
+        excess = Signal(signed(LEN_BITS + 2))
+        m.d.comb += [headroom.eq(s2["quota"] - s2["len"]), adm.addr.eq(s2["flow"]),
+                     excess.eq(s2["rem"] - s2["nb"])]
+        s3 = follow(s2, 3, drop=("quota", "rem", "nb", "cells_left"))
         s3["headroom"] = stage("s3_headroom", headroom.shape(), headroom)
         s3["closed"] = stage("s3_closed", 1, (s2["quota"] == 0) | (s2["len"] == 0))
+        # At the last beat: bytes announced but not delivered (a short frame) go back.
+        s3["give"] = stage("s3_give", LEN_BITS, Mux(excess > 0, excess, 0))
+        # A one-beat frame takes one cell; a longer frame reserves its cells at its first beat
+        # and returns those it did not use at its last.
+        s3["cells_if"] = stage("s3_cells_if", signed(cbits + 2),
+                               Mux(s2["start"], Mux(s2["last"], -1, -s2["need"]),
+                                   Mux(s2["last"], s2["cells_left"] - s2["new_cell"], 0)))
 
         # -- stage 3: the admission bound, relative to the released bytes ----------------------
         # Admit iff in_use + length <= quota, in_use = admitted - released. With
@@ -290,10 +301,18 @@ class FlowQueues(wiring.Component):
         hmax = (1 << (acc_bits - 1)) - 1
         h = s3["headroom"]
         bound = Signal(acc_bits)
-        m.d.comb += [bound.eq(s3["rel"] + Mux(h > hmax, hmax, h[:acc_bits])),
+        m.d.comb += [bound.eq(Mux(s3["rel_ok"], s3["rel"], 0)
+                              + Mux(h > hmax, hmax, h[:acc_bits])),
                      enq.addr.eq(s3["flow"])]
-        s4 = {k: stage(f"s4_{k}", v.shape(), v) for k, v in s3.items()
-              if k not in ("rel", "headroom", "closed")}
+        s4 = follow(s3, 4, drop=("rel", "rel_ok", "headroom", "closed", "give"))
+        stored = Signal(LEN_BITS)
+        m.d.comb += stored.eq(s3["len"] - s3["give"])
+        s4["stored"] = stage("s4_stored", LEN_BITS, stored)
+        # A one-beat frame takes what it delivered; a longer frame reserves its announced
+        # length at its first beat and returns what it did not deliver at its last.
+        s4["bytes_if"] = stage("s4_bytes_if", signed(LEN_BITS + 1),
+                               Mux(s3["start"], Mux(s3["last"], stored, s3["len"]),
+                                   Mux(s3["last"], -s3["give"], 0)))
         s4["bound"] = stage("s4_bound", acc_bits, bound)
         s4["bad"] = stage("s4_bad", 1, s3["closed"] | h[-1])
 
@@ -311,14 +330,15 @@ class FlowQueues(wiring.Component):
         m.d.comb += [adm.new.eq(adm.old + s4["bytes_if"]), adm.write.eq(act)]
 
         # Free cells: this beat's reservation or give-back, and a release (see below). Both
-        # sums are formed before `act` is known, which then only selects.
+        # outcomes are summed before `act` is known, which then only selects.
         rel_cells = Signal(range(cells + 1))
         with_beat = Signal(signed(cbits + 3))
         m.d.comb += with_beat.eq(rel_cells + s4["cells_if"])
-        m.d.sync += free_avail.eq(free_avail + Mux(act, with_beat, rel_cells))
+        free_if, free_else = Signal.like(free_avail), Signal.like(free_avail)
+        m.d.comb += [free_if.eq(free_avail + with_beat), free_else.eq(free_avail + rel_cells)]
+        m.d.sync += free_avail.eq(Mux(act, free_if, free_else))
 
-        s5 = {k: stage(f"s5_{k}", v.shape(), v) for k, v in s4.items()
-              if k not in ("bound", "bad", "need", "bytes_if", "cells_if")}
+        s5 = follow(s4, 5, drop=("bound", "bad", "need", "bytes_if", "cells_if"))
         s5["admitted"] = stage("s5_admitted", 1, admitted)
         s5["ok_quota"] = stage("s5_ok_quota", 1, ok_quota)
         s5["ok_buf"] = stage("s5_ok_buf", 1, ok_buf)
@@ -362,26 +382,39 @@ class FlowQueues(wiring.Component):
 
         # Queue the frame. A queue that is empty, or whose last frame the scheduler dequeues
         # in this cycle, gets it as its new head through an activation; otherwise it is linked
-        # behind the tail frame. Both sides decide from the same counts of this cycle.
-        cflow = s5["flow"]
-        enq_count = Signal(count_bits)
+        # behind the tail frame. Both sides decide from the same counts of this cycle. The
+        # flow's tail and counts are read in stage 4 and registered, with the commit and the
+        # dequeue at the end of stage 4 forwarded.
+        f4, cflow = s4["flow"], s5["flow"]
+        tail5 = Signal(cbits)
+        enq5 = Signal(count_bits)  # frames committed to the flow before this cycle
+        deq5 = Signal(count_bits)  # frames dequeued from it before this cycle
+        same = commit & (cflow == f4)
+        m.d.comb += [tail_rd.addr.eq(f4), enq_count_rd.addr.eq(f4), sched.q_flow.eq(f4)]
+        m.d.sync += [
+            tail5.eq(Mux(same, first_cell, tail_rd.data)),
+            enq5.eq(Mux(same, enq5 + 1, Mux(enq_count_ok.bit_select(f4, 1),
+                                            enq_count_rd.data, 0))),
+            deq5.eq(Mux(sched.sel & (sched.sel_flow == f4), sched.sel_count,
+                        sched.q_deq_count)),
+        ]
         m.d.comb += [
-            tail_rd.addr.eq(cflow), enq_count_rd.addr.eq(cflow), sched.q_flow.eq(cflow),
-            enq_count.eq(Mux(enq_count_ok.bit_select(cflow, 1), enq_count_rd.data, 0)),
             enq_count_sched.addr.eq(sched.count_flow),
-            sched.enq_bump.eq(commit & (cflow == sched.count_flow)),
             sched.enq_count.eq(Mux(enq_count_ok.bit_select(sched.count_flow, 1),
                                    enq_count_sched.data, 0)),
+            sched.enq_bump.eq(commit & (cflow == sched.count_flow)),
         ]
-        activate = (enq_count == sched.q_deq_count) | (sched.sel_emptying
-                                                       & (sched.sel_flow == cflow))
+        # The scheduler's flow is constant from S1 on, so its match is registered a cycle early.
+        sel_match = Signal()
+        m.d.sync += sel_match.eq(sched.sel_flow == f4)
+        activate = (enq5 == deq5) | (sched.sel_emptying & sel_match)
         m.d.comb += [
-            next_wr.addr.eq(tail_rd.data), next_wr.data.cell.eq(first_cell),
+            next_wr.addr.eq(tail5), next_wr.data.cell.eq(first_cell),
             next_wr.data.len.eq(s5["stored"]), next_wr.en.eq(commit & ~activate),
             sched.act_valid.eq(commit & activate), sched.act_flow.eq(cflow),
             sched.act_frame.cell.eq(first_cell), sched.act_frame.len.eq(s5["stored"]),
             tail_wr.addr.eq(cflow), tail_wr.data.eq(first_cell), tail_wr.en.eq(commit),
-            enq_count_wr.addr.eq(cflow), enq_count_wr.data.eq(enq_count + 1),
+            enq_count_wr.addr.eq(cflow), enq_count_wr.data.eq(enq5 + 1),
             enq_count_wr.en.eq(commit),
         ]
         with m.If(commit):
@@ -398,27 +431,40 @@ class FlowQueues(wiring.Component):
                      meta_rd.addr.eq(sched.sel_frame.cell), meta_rd.en.eq(sched.sel)]
 
         # -- reader: output register = data memory read port, reloaded 1 beat per cycle -------
+        # The frame's progress is kept with its comparisons precomputed (`r_le1`: the next beat
+        # is the last, `r_le2`: the one after), so that choosing the next beat is a few LUTs.
         o = self.o_stream
         r_cell = Signal(cbits)
         r_bic = Signal(lbpc)  # position of the next beat in its cell (0: follow the link)
         r_rem = Signal(LEN_BITS)  # bytes of the current frame not yet loaded
+        r_more, r_le1, r_le2 = Signal(), Signal(), Signal()
+        slot_le1, slot_le2, slot_le3 = Signal(), Signal(), Signal()
         o_len = Signal(LEN_BITS)
         o_nbytes = Signal(range(w + 1))
         o_first, o_last = Signal(), Signal()
 
         advance = ~o.valid | o.ready
-        take = advance & (r_rem == 0) & slot_valid
-        load = advance & ((r_rem != 0) | slot_valid)
+        take = advance & ~r_more & slot_valid
+        load = advance & (r_more | slot_valid)
         rd_cell = Signal(cbits)
         rd_bic = Signal(lbpc)
         rd_rem = Signal(LEN_BITS)
         enter = Signal()
+        is_last, le2, le3 = Signal(), Signal(), Signal()
+        if bpc >= 2:
+            # The link of a cell is read when the reader enters it and kept in a register: it
+            # is needed `bpc` beats later, off the block RAM's slow output.
+            next_cell = Signal(cbits)
+            m.d.sync += next_cell.eq(link_rd.data)
+        else:
+            next_cell = link_rd.data
         with m.If(take):
-            m.d.comb += [rd_cell.eq(slot_cell), rd_bic.eq(0), rd_rem.eq(slot_len), enter.eq(1)]
+            m.d.comb += [rd_cell.eq(slot_cell), rd_bic.eq(0), rd_rem.eq(slot_len), enter.eq(1),
+                         is_last.eq(slot_le1), le2.eq(slot_le2), le3.eq(slot_le3)]
         with m.Else():
             m.d.comb += [rd_bic.eq(r_bic), rd_rem.eq(r_rem), enter.eq(r_bic == 0),
-                         rd_cell.eq(Mux(r_bic == 0, link_rd.data, r_cell))]
-        is_last = rd_rem <= w
+                         rd_cell.eq(Mux(r_bic == 0, next_cell, r_cell)),
+                         is_last.eq(r_le1), le2.eq(r_le2), le3.eq(r_rem <= 3 * w)]
         m.d.comb += [
             data_rd.addr.eq(Cat(rd_bic, rd_cell)), data_rd.en.eq(load),
             link_rd.addr.eq(rd_cell), link_rd.en.eq(load & enter),
@@ -429,15 +475,19 @@ class FlowQueues(wiring.Component):
         with m.If(load):
             m.d.sync += [o.valid.eq(1), o_nbytes.eq(Mux(is_last, rd_rem, w)),
                          o_first.eq(take), o_last.eq(is_last), r_cell.eq(rd_cell),
-                         r_bic.eq(rd_bic + 1), r_rem.eq(Mux(is_last, 0, rd_rem - w))]
+                         r_bic.eq(rd_bic + 1), r_rem.eq(rd_rem - w),
+                         r_more.eq(~is_last), r_le1.eq(le2), r_le2.eq(le3)]
         with m.Elif(advance):
             m.d.sync += o.valid.eq(0)
         with m.If(take):
             m.d.sync += [o_len.eq(slot_len), self.o_flow.eq(slot_flow),
                          self.o_meta.eq(meta_rd.data), slot_valid.eq(0)]
         with m.If(sched.sel):
+            sel_len = sched.sel_frame.len
             m.d.sync += [slot_valid.eq(1), slot_flow.eq(sched.sel_flow),
-                         slot_cell.eq(sched.sel_frame.cell), slot_len.eq(sched.sel_frame.len)]
+                         slot_cell.eq(sched.sel_frame.cell), slot_len.eq(sel_len),
+                         slot_le1.eq(sel_len <= w), slot_le2.eq(sel_len <= 2 * w),
+                         slot_le3.eq(sel_len <= 3 * w)]
         m.d.comb += [
             o.payload.nbytes.eq(o_nbytes), o.payload.first.eq(o_first),
             o.payload.last.eq(o_last),
@@ -448,21 +498,21 @@ class FlowQueues(wiring.Component):
 
         # -- release: a frame's bytes and cells are free once its last beat has left ---------
         # The released-bytes and dequeue-counter updates start in the cycle the last beat
-        # leaves (r) and write at the end of r+2; admission reads the released bytes with the
-        # first beat, so first beats accepted at r+3 or later see them. The cells (and
-        # `frames_queued`) follow at the end of r+6, which is when the admission of such a
-        # first beat reads the free-cell count.
+        # leaves (r) and reach their memories at the end of r+3; admission reads the released
+        # bytes with the first beat, so first beats accepted at r+4 or later see them. The
+        # cells (and `frames_queued`) follow at the end of r+7, which is when the admission of
+        # such a first beat reads the free-cell count.
         rel_now = o.valid & o.ready & o.payload.last
         m.d.comb += [rel.addr.eq(self.o_flow), deq.addr.eq(self.o_flow)]
         rel_valid = [rel_now]
         rel_len = [o_len]
-        for k in range(1, 7):
+        for k in range(1, 8):
             rel_valid.append(stage(f"rel{k}_valid", 1, rel_valid[-1]))
             rel_len.append(stage(f"rel{k}_len", LEN_BITS, rel_len[-1]))
         m.d.comb += [rel.new.eq(rel.old + rel_len[2]), rel.write.eq(rel_valid[2]),
                      deq.new.eq(deq.old + 1), deq.write.eq(rel_valid[2]),
-                     rel_cells.eq(Mux(rel_valid[6], cells_for(rel_len[6]), 0))]
-        m.d.sync += self.frames_queued.eq(self.frames_queued + commit - rel_valid[6])
+                     rel_cells.eq(Mux(rel_valid[7], cells_for(rel_len[7]), 0))]
+        m.d.sync += self.frames_queued.eq(self.frames_queued + commit - rel_valid[7])
 
         # -- counter read port ----------------------------------------------------------------
         c_adm, c_rel = Signal(acc_bits), Signal(acc_bits)

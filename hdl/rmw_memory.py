@@ -11,13 +11,13 @@ cycle  work
 ====== =======================================================================================
 0      ``addr`` (and ``start``) name the entry; the memory is read at the end of the cycle
 1      the block RAM's output is registered
-2      ``old`` is the entry's current value; the user sets ``new`` and ``write``, which
-       stores it at the end of the cycle
+2      ``old`` is the entry's current value; the user sets ``new`` and ``write``: the entry
+       is that value from the next cycle on (the memory itself is written a cycle later)
 ====== =======================================================================================
 
-Updates may start in every cycle, for any entries. ``old`` is exact even when the two previous
-updates wrote the same entry (cycles 0 and 1 of this update): their written values are
-*forwarded* over the stale memory output. An update whose cycle 2 does not write leaves the
+Updates may start in every cycle, for any entries. ``old`` is exact even when the previous
+updates wrote the same entry: the values of the three writes the memory read missed are
+*forwarded* over its stale output. An update whose cycle 2 does not write leaves the
 entry as it was (``start`` only matters for that: without it, cycle 2 must not write).
 
 ``cleared_by_reset``: a per-entry valid bit (a register, cleared by reset) makes every entry
@@ -46,9 +46,10 @@ class RmwMemory(wiring.Component):
     new : ``In(shape)``, write : ``In(1)``
         Cycle 2: store ``new`` into the entry.
     x_addr, x_data, x_ok : extra read ports (``ArrayLayout``\\ s of ``extra_reads``)
-        ``x_data[k]`` is entry ``x_addr[k]`` of the previous cycle, as stored before the end of
-        the previous cycle (no forwarding); ``x_ok[k]`` its valid bit (always 1 without
-        ``cleared_by_reset``); both combinational from registers and the block RAM.
+        ``x_data[k]`` is entry ``x_addr[k]`` of the previous cycle, as stored in the memory at
+        the start of the previous cycle (no forwarding: a write decided in cycle 2 reaches
+        the memory at the end of the next cycle); ``x_ok[k]`` its valid bit (always 1 without
+        ``cleared_by_reset``).
     """
 
     def __init__(self, shape, depth: int, *, extra_reads: int = 0,
@@ -80,41 +81,43 @@ class RmwMemory(wiring.Component):
         m.d.sync += [addr1.eq(self.addr), addr2.eq(addr1), d1.eq(rd.data)]
         m.d.comb += rd.addr.eq(self.addr)
 
-        # The two previous writes (at the ends of cycles 0 and 1 of this update). Whether they
-        # hit this entry is known a cycle ahead (addresses only), so that cycle 2 only selects.
-        p1_en, p2_en = Signal(), Signal()
+        # Writes decided in cycle 2 are stored one cycle later, from registers (`p1`), so that
+        # no path runs from the user's decision into the memory. The memory read in cycle 0
+        # misses the writes decided in the three cycles before this update's cycle 2 (`p1`,
+        # `p2`, `p3`); whether they hit this entry is known ahead (addresses only), so that
+        # cycle 2 only selects.
+        p1_en, p2_en, p3_en = Signal(), Signal(), Signal()
         p1_addr = Signal.like(self.addr)
-        p1_data, p2_data = Signal(self.shape), Signal(self.shape)
-        hit0_1, hit0_2, hit1_2 = Signal(), Signal(), Signal()
+        p1_data, p2_data, p3_data = (Signal(self.shape) for _ in range(3))
+        hit1, hit2, hit3 = Signal(), Signal(), Signal()
+        hit2_0, hit3_0 = Signal(), Signal()
         m.d.sync += [p1_en.eq(self.write), p1_addr.eq(addr2), p1_data.eq(self.new),
-                     p2_en.eq(p1_en), p2_data.eq(p1_data),
-                     hit0_1.eq(self.addr == addr2), hit0_2.eq(hit0_1),
-                     hit1_2.eq(addr1 == addr2)]
+                     p2_en.eq(p1_en), p2_data.eq(p1_data), p3_en.eq(p2_en), p3_data.eq(p2_data),
+                     hit1.eq(addr1 == addr2),
+                     hit2_0.eq(self.addr == addr2), hit2.eq(hit2_0),
+                     hit3_0.eq(self.addr == p1_addr), hit3.eq(hit3_0)]
+        m.d.comb += [wr.addr.eq(p1_addr), wr.data.eq(p1_data), wr.en.eq(p1_en)]
 
         stored = Signal(self.shape)
         if self.cleared_by_reset:
-            # Set one cycle after the write (off the path of `write`); a read that could see
-            # the written data sees the bit too.
+            # Set at the edge the entry is stored; sampled at the edge the memory is read.
             ok = Signal(self.depth)
-            ok2 = Signal()
-            m.d.sync += ok2.eq(ok.bit_select(addr1, 1))
+            ok1, ok2 = Signal(), Signal()
+            m.d.sync += [ok1.eq(ok.bit_select(self.addr, 1)), ok2.eq(ok1)]
             with m.If(p1_en):
                 m.d.sync += ok.bit_select(p1_addr, 1).eq(1)
             m.d.comb += stored.eq(Mux(ok2, d1, 0))
         else:
             m.d.comb += stored.eq(d1)
-        m.d.comb += [
-            self.old.eq(Mux(p1_en & hit1_2, p1_data, Mux(p2_en & hit0_2, p2_data, stored))),
-            wr.addr.eq(addr2), wr.data.eq(self.new), wr.en.eq(self.write),
-        ]
+        m.d.comb += self.old.eq(Mux(p1_en & hit1, p1_data,
+                                    Mux(p2_en & hit2, p2_data,
+                                        Mux(p3_en & hit3, p3_data, stored))))
 
         for k in range(self.extra_reads):
             x = mem.read_port()
             m.d.comb += [x.addr.eq(self.x_addr[k]), self.x_data[k].eq(x.data)]
             if self.cleared_by_reset:
-                x_addr = Signal.like(self.x_addr[k], name=f"x_addr_{k}")
-                m.d.sync += x_addr.eq(self.x_addr[k])
-                m.d.comb += self.x_ok[k].eq(ok.bit_select(x_addr, 1))
+                m.d.sync += self.x_ok[k].eq(ok.bit_select(self.x_addr[k], 1))
             else:
                 m.d.comb += self.x_ok[k].eq(1)
         return m

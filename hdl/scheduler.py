@@ -29,14 +29,15 @@ The scheduler is a small state machine; each cycle it is idle it either
   cycle  work
   ====== ================================================================================
   S0     the class and ``f`` (the front of its list) are registered
-  S1     ``f``'s deficit, head frame, link, class, weight and dequeue count are read;
-         ``head_len <= deficit`` and the candidate deficits are computed
-  S2     if the head frame fits: it is selected (``sel``: dequeued, the user's slot takes it)
+  S1     ``f``'s deficit, head frame, link, class, weight and counts are read (LUT RAM) and
+         registered
+  S2     ``head_len <= deficit``, the candidate deficits and list updates are computed
+  S3     if the head frame fits: it is selected (``sel``: dequeued, the user's slot takes it)
          and the next frame's read is started; if that was ``f``'s last frame, ``f`` leaves
          its list (the step ends). Otherwise ``f`` gets one more quantum and goes to the tail
          of its class's list (a *wasted* step: nothing selected; it ends)
-  S3     the next-frame memory's output is registered
-  S4     ``f``'s new head frame is stored; if it does not fit the deficit left, ``f`` goes to
+  S4     the next-frame memory's output is registered
+  S5     ``f``'s new head frame is stored; if it does not fit the deficit left, ``f`` goes to
          the tail of its class's list with one more quantum (DRR's end of a turn), otherwise
          it stays at the front with the deficit left
   ====== ================================================================================
@@ -83,11 +84,14 @@ class Scheduler(wiring.Component):
         Frames ever committed to ``count_flow`` (wrapping, 0 after reset), combinational;
         ``enq_bump``: one more is committed at this edge.
     q_flow : ``In(range(flows))``; q_deq_count : ``Out(count_bits)``
-        Frames ever dequeued from ``q_flow`` (wrapping, 0 after reset), combinational.
+        Frames ever dequeued from ``q_flow`` (wrapping, 0 after reset), combinational from the
+        address (LUT RAM).
     sel : ``Out(1)``
         A frame is dequeued at this edge: ``sel_flow``, ``sel_frame``.
     sel_emptying : ``Out(1)``
         It was the last frame of its queue by the counts of this cycle.
+    sel_count : ``Out(count_bits)``
+        The frames dequeued from ``sel_flow`` after this one (from registers).
     nx_addr : ``Out(cell_bits)``; nx_en : ``Out(1)``; nx_data : ``In(frame_ref)``
         Read port of the next-frame memory (synchronous: ``nx_data`` one cycle after ``nx_en``).
     step_en : ``In(1)``
@@ -125,6 +129,7 @@ class Scheduler(wiring.Component):
             "sel_flow": Out(range(flows)),
             "sel_frame": Out(ref),
             "sel_emptying": Out(1),
+            "sel_count": Out(count_bits),
             "nx_addr": Out(cell_bits),
             "nx_en": Out(1),
             "nx_data": In(ref),
@@ -203,11 +208,12 @@ class Scheduler(wiring.Component):
         lnon = Signal(nc)  # list c is not empty
 
         # -- state machine ---------------------------------------------------------------------
-        s1, s2, s3, s4 = Signal(), Signal(), Signal(), Signal()
-        idle = ~(s1 | s2 | s3 | s4)
+        # One flag per cycle of a step: S1 read, S2 compute, S3 decide, S4 and S5 (see above).
+        s1, s2, s3, s4, s5 = Signal(), Signal(), Signal(), Signal(), Signal()
+        idle = ~(s1 | s2 | s3 | s4 | s5)
         m.d.comb += [pop.eq(idle & v2), self.busy.eq(~idle | v1 | v2 | (rp != wp))]
         start = idle & ~v2 & self.step_en & lnon.any()
-        m.d.sync += [s1.eq(start), s2.eq(s1)]
+        m.d.sync += [s1.eq(start), s2.eq(s1), s3.eq(s2)]
 
         st_c = Signal(nc)  # the class of the step, one-hot
         st_f = Signal(range(n))
@@ -218,51 +224,63 @@ class Scheduler(wiring.Component):
                          st_f.eq(Cat(*(Cat(lhead[c][b] & top[c] for c in range(nc)).any()
                                        for b in range(len(st_f)))))]
 
-        # S1: read f's state; compare and precompute in the same cycle (LUT RAM reads).
+        # S1: register f's state as read from the LUT RAMs.
         m.d.comb += [conf_rd.addr.eq(st_f), deficit_rd.addr.eq(st_f),
                      head_rd.addr.eq(st_f), link_rd.addr.eq(st_f), deq_rd.addr.eq(st_f),
                      self.count_flow.eq(st_f)]
-        quantum = Signal(dbits)
-        m.d.comb += quantum.eq(quantum_of(conf_rd.data.weight))
-        # What a pop of the step's class followed by an append of f to its class would do to
-        # the lists (they do not change while a step is in progress): worked out here so that
-        # S2 and S4 only choose.
-        single = Signal(nc)
-        m.d.comb += single.eq(Cat(lhead[c] == ltail[c] for c in range(nc)))
-        cls_now = conf_rd.data.cls
-        single_r = Signal()  # the step's class has only f
-        app_tail_r = Signal(range(n))  # the tail f is linked behind, if any
-        app_linked_r = Signal()  # f's class is not empty after the pop
-        enq_r = Signal(self.count_bits)
-        with m.If(s1):
-            m.d.sync += [
-                single_r.eq((single & st_c).any()),
-                app_tail_r.eq(Array(ltail)[cls_now]),
-                app_linked_r.eq(lnon.bit_select(cls_now, 1)
-                                & ~(st_c.bit_select(cls_now, 1) & (single & st_c).any())),
-                enq_r.eq(self.enq_count + self.enq_bump),
-            ]
         head = Signal(ref)
-        fits, link = Signal(), Signal(range(n))
+        deficit = Signal(dbits)
+        link = Signal(range(n))
+        st_cls = Signal(range(nc))
+        st_weight = Signal(8)
+        deq_now = Signal(self.count_bits)  # frames dequeued from f
+        enq_now = Signal(self.count_bits)  # frames committed to f, up to the end of S1
+        with m.If(s1):
+            m.d.sync += [head.eq(head_rd.data), deficit.eq(deficit_rd.data),
+                         link.eq(link_rd.data), st_cls.eq(conf_rd.data.cls),
+                         st_weight.eq(conf_rd.data.weight),
+                         deq_now.eq(Mux(deq_ok.bit_select(st_f, 1), deq_rd.data, 0)),
+                         enq_now.eq(self.enq_count)]
+        bump1 = Signal()
+        m.d.sync += bump1.eq(self.enq_bump)
+
+        # S2: compare and precompute, so that S3 and S5 only choose. The lists do not change
+        # while a step is in progress.
+        fits = Signal()
         left = Signal(dbits)  # deficit after sending the head frame
         refilled = Signal(dbits)  # deficit plus a quantum
-        st_q = Signal(dbits)
-        st_cls = Signal(range(nc))
+        left_refilled = Signal(dbits)
         deq_next = Signal(self.count_bits)
         diff = Signal(dbits + 1)
-        m.d.comb += diff.eq(deficit_rd.data - head_rd.data.len)
-        with m.If(s1):
-            m.d.sync += [head.eq(head_rd.data), fits.eq(~diff[-1]), left.eq(diff[:dbits]),
-                         refilled.eq(deficit_rd.data + quantum), st_q.eq(quantum),
-                         st_cls.eq(conf_rd.data.cls), link.eq(link_rd.data),
-                         deq_next.eq(Mux(deq_ok.bit_select(st_f, 1), deq_rd.data, 0) + 1)]
+        st_q = Signal(dbits)
+        m.d.comb += [diff.eq(deficit - head.len), st_q.eq(quantum_of(st_weight))]
+        single = Signal(nc)
+        m.d.comb += single.eq(Cat(lhead[c] == ltail[c] for c in range(nc)))
+        single_r = Signal()  # the step's class has only f
+        app_tail_r = Signal(range(n))  # the tail f is linked behind when its turn ends
+        app_linked_r = Signal()  # f's class is not empty after the pop
+        # The queue is emptied by the dequeue if it holds one frame in S3, counting the commits
+        # up to the end of S2 (`enq_bump` in S1 and S2).
+        held = Signal(self.count_bits)
+        m.d.comb += held.eq(enq_now + bump1 - deq_now)
+        held0_r, held1_r, bump2 = Signal(), Signal(), Signal()
+        with m.If(s2):
+            m.d.sync += [
+                fits.eq(~diff[-1]), left.eq(diff[:dbits]), refilled.eq(deficit + st_q),
+                left_refilled.eq(diff[:dbits] + st_q), deq_next.eq(deq_now + 1),
+                single_r.eq((single & st_c).any()),
+                app_tail_r.eq(Array(ltail)[st_cls]),
+                app_linked_r.eq(lnon.bit_select(st_cls, 1)
+                                & ~(st_c.bit_select(st_cls, 1) & (single & st_c).any())),
+                held0_r.eq(held == 0), held1_r.eq(held == 1), bump2.eq(self.enq_bump),
+            ]
 
-        # S2: decide.
-        emptying = enq_r == deq_next
-        send = s2 & fits
+        # S3: decide.
+        emptying = Mux(bump2, held0_r, held1_r)
+        send = s3 & fits
         m.d.comb += [
             self.sel.eq(send), self.sel_flow.eq(st_f), self.sel_frame.eq(head),
-            self.sel_emptying.eq(send & emptying),
+            self.sel_emptying.eq(send & emptying), self.sel_count.eq(deq_next),
             self.nx_addr.eq(head.cell), self.nx_en.eq(send),
             deq_wr.addr.eq(st_f), deq_wr.data.eq(deq_next), deq_wr.en.eq(send),
             deq_q.addr.eq(self.q_flow),
@@ -270,20 +288,17 @@ class Scheduler(wiring.Component):
         ]
         with m.If(send):
             m.d.sync += deq_ok.bit_select(st_f, 1).eq(1)
-        m.d.sync += [s3.eq(send & ~emptying), s4.eq(s3)]
-        left_refilled = Signal(dbits)
-        with m.If(s2):
-            m.d.sync += left_refilled.eq(left + st_q)
+        m.d.sync += [s4.eq(send & ~emptying), s5.eq(s4)]
 
-        # S3: register the next frame; S4: store it, end the turn if it does not fit.
+        # S4: register the next frame; S5: store it, end the turn if it does not fit.
         nx = Signal(ref)
-        with m.If(s3):
+        with m.If(s4):
             m.d.sync += nx.eq(self.nx_data)
-        turn_ends = s4 & (nx.len > left)
+        turn_ends = s5 & (nx.len > left)
 
         # List updates: pop the front of the step's class, then append a flow to a class.
-        rotate = (s2 & ~fits) | turn_ends
-        pop_front = rotate | (s2 & fits & emptying)
+        rotate = (s3 & ~fits) | turn_ends
+        pop_front = rotate | (s3 & fits & emptying)
         app = pop | rotate
         app_flow = Mux(pop, act.flow, st_f)
         app_cls = Mux(pop, act.cls, st_cls)
@@ -304,16 +319,16 @@ class Scheduler(wiring.Component):
 
         # Deficit and head writes: an activation, a wasted step, or the end of a step.
         with m.If(pop):
-            m.d.comb += [deficit_wr.addr.eq(act.flow), deficit_wr.data.eq(quantum_of(act.weight)),
-                         deficit_wr.en.eq(1),
+            m.d.comb += [deficit_wr.addr.eq(act.flow),
+                         deficit_wr.data.eq(quantum_of(act.weight)), deficit_wr.en.eq(1),
                          head_wr.addr.eq(act.flow), head_wr.data.eq(act.frame),
                          head_wr.en.eq(1)]
         with m.Else():
             m.d.comb += [deficit_wr.addr.eq(st_f), head_wr.addr.eq(st_f),
-                         head_wr.data.eq(nx), head_wr.en.eq(s4)]
-            with m.If(s2 & ~fits):
+                         head_wr.data.eq(nx), head_wr.en.eq(s5)]
+            with m.If(s3 & ~fits):
                 m.d.comb += [deficit_wr.data.eq(refilled), deficit_wr.en.eq(1)]
-            with m.If(s4):
+            with m.If(s5):
                 m.d.comb += [deficit_wr.data.eq(Mux(turn_ends, left_refilled, left)),
                              deficit_wr.en.eq(1)]
         return m

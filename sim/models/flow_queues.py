@@ -219,18 +219,18 @@ class FlowQueuesCycleModel:
     * in a cycle *t* in which it is idle, the scheduler takes an activation if one is ready
       (the flow joins its class's list), else starts a step if the one-frame lookahead slot is
       empty and a list is not: S0 = *t* picks the front flow, S1 = *t+1* reads its deficit,
-      head frame, class and weight, S2 = *t+2* sends the head frame into the slot (in it from
-      *t+3*; a wasted step ends here, and so does a step that emptied the queue), S4 = *t+4*
-      ends the flow's turn if its next frame does not fit; idle again at *t+5*;
+      head frame, class and weight, S3 = *t+3* sends the head frame into the slot (in it from
+      *t+4*; a wasted step ends here, and so does a step that emptied the queue), S5 = *t+5*
+      ends the flow's turn if its next frame does not fit; idle again at *t+6*;
     * the output register is reloaded whenever it is empty or being emptied: with the next beat
       of the current frame, else with the first beat of the frame in the slot;
-    * a frame whose last beat leaves at edge *r* is released at edge *r+6*: first beats
-      accepted at *r+3* or later see its bytes and cells free; ``frames_queued`` and
-      ``free_cells`` change from cycle *r+7*.
+    * a frame whose last beat leaves at edge *r* is released at edge *r+7*: first beats
+      accepted at *r+4* or later see its bytes and cells free; ``frames_queued`` and
+      ``free_cells`` change from cycle *r+8*.
     """
 
     DECIDE = 4  # a beat accepted at edge e is decided on in cycle e + DECIDE
-    RELEASE = 6  # a frame whose last beat left at edge r is released at edge r + RELEASE
+    RELEASE = 7  # a frame whose last beat left at edge r is released at edge r + RELEASE
     ACT_READY = 3  # an activation pushed at edge c can be taken from cycle c + ACT_READY
 
     def __init__(self, core: FlowQueuesModel, width_bytes: int):
@@ -285,12 +285,13 @@ class FlowQueuesCycleModel:
                 self.sched = {"state": 1, "c": c, "f": f}
             return None
         f, c = st["f"], st["c"]
-        if st["state"] == 1:
-            head = core.queue[f][0]
-            st.update(state=2, head=head, deficit=core.deficit[f], cls=core.cls[f],
+        state = st["state"]
+        st["state"] += 1
+        if state == 1:  # S1: the flow's state is read
+            st.update(head=core.queue[f][0], deficit=core.deficit[f], cls=core.cls[f],
                       q=core.quantum_of(f))
             return None
-        if st["state"] == 2:
+        if state == 3:  # S3: decide
             head, deficit = st["head"], st["deficit"]
             if head.stored_len > deficit:  # wasted step
                 core.end_turn(c, f, deficit + st["q"], st["cls"])
@@ -298,19 +299,17 @@ class FlowQueuesCycleModel:
                 return None
             frame = core.dequeue(c, f)
             assert frame is head
-            st.update(state=3, left=deficit - head.stored_len)
+            st["left"] = deficit - head.stored_len
             if not core.queue[f]:  # emptied: the flow has left its list
                 self.sched = None
             return frame
-        if st["state"] == 3:
-            st["state"] = 4
-            return None
-        nxt = core.queue[f][0]  # committed before the step's dequeue
-        if nxt.stored_len > st["left"]:
-            core.end_turn(c, f, st["left"] + st["q"], st["cls"])
-        else:
-            core.deficit[f] = st["left"]
-        self.sched = None
+        if state == 5:  # S5: the turn ends if the next frame does not fit
+            nxt = core.queue[f][0]  # committed before the step's dequeue
+            if nxt.stored_len > st["left"]:
+                core.end_turn(c, f, st["left"] + st["q"], st["cls"])
+            else:
+                core.deficit[f] = st["left"]
+            self.sched = None
         return None
 
     def clock(self, item=None, ready=False, cfg=None):
