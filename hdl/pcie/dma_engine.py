@@ -143,8 +143,8 @@ class DmaEngine(wiring.Component):
                      "error_status", "dma_error"):
             m.d.comb += getattr(regs, name).eq(getattr(seq, name))
         for name in ("enable", "resetting", "max_chunks_reg", "tx_max_length", "ring_enabled",
-                     "ring_waiting", "ring_posted", "ring_space", "base", "cpl_base", "log2",
-                     "cpl_log2", "head", "tail", "cpl_tail"):
+                     "ring_waiting", "base", "cpl_base", "log2", "cpl_log2", "head", "tail",
+                     "cpl_head", "cpl_tail", "stall"):
             m.d.comb += getattr(seq, name).eq(getattr(regs, name))
         m.d.comb += regs.engine_idle.eq(seq.idle)
 

@@ -3,16 +3,22 @@
 """DMA engine registers and ring state.
 
 Rings are numbered ``0 .. rx_rings - 1`` (RX free rings), then ``tx_rings`` TX rings, then the
-event ring (``rings - 1``); only the rings of the build exist: registers of the others read 0
-and ignore writes.
+event ring (``rings - 1``); only the rings of the build exist: registers of the others read 0,
+and writing them is a bad access.
 
-Where the state lives, and why: the ring bases (four 32-bit words a ring, 128 bits) are the bulk
-of it and are needed only when a ring is served, so they sit in one memory (LUT RAM), a row per
-ring, read by the CSR bus and by the engine through separate read ports. Indices, sizes, enables,
-interrupt configuration and error state are flip-flops: the scheduler looks at every ring at
-once (enabled, waiting, descriptors posted) and the interrupt moderation at every ring's
-configuration. The read multiplexer therefore covers the flip-flop registers only; a base read
-comes from the memory, which answers in the next cycle as `CSRBus` requires.
+Where the state lives, and why: a register per ring and field in flip-flops would need a read
+multiplexer over hundreds of words (a 32:1 multiplexer of 32 bits is ~1.7 k LUT4 on ECP5). So
+each per-ring field is a small LUT-RAM memory indexed by the ring number — bases (4 words),
+sizes, the four indices, interrupt configuration, error state — with asynchronous read ports: one
+addressed by the ring a CSR access decodes to (reads, and the doorbell checks that compare with
+the engine's indices), one by the ring the engine works on (``sel``). A CSR read multiplexes a
+dozen fields, not every word. Flip-flops hold only what must be seen for every ring at once:
+``enabled`` and ``waiting`` (the scheduler) and the interrupt configuration (the moderation).
+
+Writes to a memory come from the CSR side (doorbells, configuration, a read that clears errors)
+or from the engine (head, completion tail, errors, all in one cycle of its ``FINISH`` state).
+The engine waits (``stall``) in a cycle with a CSR write of a ring field or a read of a ring's
+status (which clears its errors), so each memory has one writer per cycle.
 
 Rules from the register map and `partner.sim.models.dma_device`, its executable form:
 
@@ -26,12 +32,12 @@ Rules from the register map and `partner.sim.models.dma_device`, its executable 
 - ``max_chunks`` outside 1 .. the build's `max_chunks` is refused (``bad_access``).
 - ``control.reset``: reads 1 until done. The engine finishes its job (its TLPs are all handed
   to the link), then every register and ring state returns to its reset value over ``rings``
-  cycles (the base memory row by row); ``reset_done`` strobes and RESET_DONE becomes the first
+  cycles (the memories row by row); ``reset_done`` strobes and RESET_DONE becomes the first
   event.
 """
 
-from amaranth.hdl import Array, Const, Module, Mux, Signal
-from amaranth.lib import wiring
+from amaranth.hdl import Cat, Const, Module, Mux, Signal
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -60,6 +66,38 @@ __all__ = ["ADDR_WIDTH", "DmaRegisters"]
 ADDR_WIDTH = max(1, (DMA_REGISTERS.size // 4 - 1).bit_length())
 _IRQ_RESET = IRQ_CONFIG.pack(frames=1)
 _STATUS_BITS = RING_STATUS["last_status"].width
+M = (1 << INDEX_BITS) - 1
+
+# A ring's sizes: the `*_size` word as written (read back), and the sizes taken at enable.
+_SIZES = data.StructLayout({"word": RING_SIZE.width, "log2": 4, "cpl_log2": 4})
+_ERRORS = data.StructLayout({"errors": 16, "last_status": _STATUS_BITS})
+# Per-ring fields of DMA_REGISTERS by their name after the `rx_` / `tx_` prefix.
+_FIELDS = ("base_lo", "base_hi", "cpl_base_lo", "cpl_base_hi", "size", "tail", "head",
+           "cpl_head", "cpl_tail", "irq", "status")
+_EVENT_FIELDS = {"event_base_lo": "base_lo", "event_base_hi": "base_hi", "event_size": "size",
+                 "event_head": "cpl_head", "event_tail": "cpl_tail", "event_irq": "irq"}
+
+
+def _word(name, index=0):
+    return DMA_REGISTERS[name].address(index) // 4
+
+
+class _RingMemory:
+    """One per-ring field: a LUT-RAM memory, a CSR-side and an engine-side asynchronous read
+    port, one write port whose users are chosen by priority (later `write` calls win)."""
+
+    def __init__(self, m, name, shape, depth, csr_ring, sel, init=0):
+        width = shape.size if isinstance(shape, data.Layout) else shape
+        self.memory = Memory(shape=width, depth=depth, init=[init] * depth)
+        m.submodules[name] = self.memory
+        self.w = self.memory.write_port()
+        self.csr = self.memory.read_port(domain="comb")
+        self.engine = self.memory.read_port(domain="comb")
+        self.m = m
+        m.d.comb += [self.csr.addr.eq(csr_ring), self.engine.addr.eq(sel)]
+
+    def write(self, ring, value):
+        self.m.d.comb += [self.w.addr.eq(ring), self.w.data.eq(value), self.w.en.eq(1)]
 
 
 class DmaRegisters(wiring.Component):
@@ -73,6 +111,8 @@ class DmaRegisters(wiring.Component):
         if not 1 <= max_chunks <= MAX_CHUNKS or not 1 <= max_ring_log2 <= MAX_RING_LOG2:
             raise ValueError(f"max_chunks must be 1..{MAX_CHUNKS}, max_ring_log2 "
                              f"1..{MAX_RING_LOG2}")
+        if not 1 <= counters <= MAX_COUNTERS:
+            raise ValueError(f"counters must be 1..{MAX_COUNTERS}")
         self.rx_rings, self.tx_rings = rx_rings, tx_rings
         self.rings = rx_rings + tx_rings + 1
         self.event_ring = self.rings - 1
@@ -89,18 +129,18 @@ class DmaRegisters(wiring.Component):
             # Per ring, for the scheduler and the moderation.
             "ring_enabled": Out(n),
             "ring_waiting": Out(n),
-            "ring_posted": Out(n),  # tail != head
-            "ring_space": Out(n),  # the completion ring has room
             "irq_config": Out(layout(IRQ_CONFIG)).array(n),
             # The ring the engine works on.
             "sel": In(range(n)),
-            "base": Out(64),  # one cycle after `sel`
+            "base": Out(64),
             "cpl_base": Out(64),
             "log2": Out(4),
             "cpl_log2": Out(4),
             "head": Out(INDEX_BITS),
             "tail": Out(INDEX_BITS),
+            "cpl_head": Out(INDEX_BITS),
             "cpl_tail": Out(INDEX_BITS),
+            "stall": Out(1),  # the engine must not update ring state in this cycle
             "set_head": In(1),
             "new_head": In(INDEX_BITS),
             "bump_cpl": In(1),
@@ -122,21 +162,42 @@ class DmaRegisters(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        n, bus = self.rings, self.bus
-        M = (1 << INDEX_BITS) - 1
+        n, bus, E = self.rings, self.bus, self.event_ring
+        R = self.rx_rings
+
+        # -- which ring and field a CSR access is about ---------------------------------------
+        field_hit = {f: Signal(name=f"hit_{f}") for f in _FIELDS}
+        csr_ring = Signal(range(n))
+        for prefix, first, count in (("rx", 0, self.rx_rings), ("tx", R, self.tx_rings)):
+            for f in _FIELDS:
+                start = _word(f"{prefix}_{f}")
+                inside = (bus.addr >= start) & (bus.addr < start + count)
+                with m.If(inside):
+                    m.d.comb += [field_hit[f].eq(1), csr_ring.eq(bus.addr - start + first)]
+        for name, f in _EVENT_FIELDS.items():
+            with m.If(bus.addr == _word(name)):
+                m.d.comb += [field_hit[f].eq(1), csr_ring.eq(E)]
+
+        # The CSR accesses that write ring memories: the engine's updates wait for them.
+        any_ring_field = 0
+        for f in _FIELDS:
+            any_ring_field = any_ring_field | field_hit[f]
+        m.d.comb += self.stall.eq((bus.w_stb & any_ring_field) | (bus.r_stb & field_hit["status"]))
+
+        sel = self.sel
+        bases = _RingMemory(m, "bases", 128, n, csr_ring, sel)
+        sizes = _RingMemory(m, "sizes", _SIZES, n, csr_ring, sel)
+        tail = _RingMemory(m, "tails", INDEX_BITS, n, csr_ring, sel)
+        head = _RingMemory(m, "heads", INDEX_BITS, n, csr_ring, sel)
+        cpl_head = _RingMemory(m, "cpl_heads", INDEX_BITS, n, csr_ring, sel)
+        cpl_tail = _RingMemory(m, "cpl_tails", INDEX_BITS, n, csr_ring, sel)
+        irq_mem = _RingMemory(m, "irqs", 32, n, csr_ring, sel, init=_IRQ_RESET)
+        errors = _RingMemory(m, "errors", _ERRORS, n, csr_ring, sel)
+        memories = (bases, sizes, tail, head, cpl_head, cpl_tail, irq_mem, errors)
 
         enabled = Signal(n)
         waiting = Signal(n)
-        log2 = Array(Signal(4, name=f"log2_{r}") for r in range(n))
-        cpl_log2 = Array(Signal(4, name=f"cpl_log2_{r}") for r in range(n))
-        tail = Array(Signal(INDEX_BITS, name=f"tail_{r}") for r in range(n))
-        head = Array(Signal(INDEX_BITS, name=f"head_{r}") for r in range(n))
-        cpl_head = Array(Signal(INDEX_BITS, name=f"cpl_head_{r}") for r in range(n))
-        cpl_tail = Array(Signal(INDEX_BITS, name=f"cpl_tail_{r}") for r in range(n))
-        size_word = Array(Signal(32, name=f"size_{r}") for r in range(n))
         irq = [Signal(32, name=f"irq_{r}", init=_IRQ_RESET) for r in range(n)]
-        errors = Array(Signal(16, name=f"errors_{r}") for r in range(n))
-        last_status = Array(Signal(_STATUS_BITS, name=f"last_status_{r}") for r in range(n))
         base_ok = Signal(n, init=(1 << n) - 1)  # base_lo bits 11:0 are 0 (bases reset to 0)
         cpl_ok = Signal(n, init=(1 << n) - 1)
         control = Signal(32)
@@ -146,234 +207,183 @@ class DmaRegisters(wiring.Component):
         clear_row = Signal(range(n + 1))
 
         m.d.comb += [
-            self.enable.eq(control[0] & ~resetting),
+            self.enable.eq(control[DMA_CONTROL["enable"].offset] & ~resetting),
             self.polling.eq(control[DMA_CONTROL["polling"].offset]),
             self.resetting.eq(resetting),
             self.ring_enabled.eq(enabled),
             self.ring_waiting.eq(waiting),
         ]
         for r in range(n):
-            m.d.comb += [
-                self.ring_posted[r].eq(tail[r] != head[r]),
-                self.ring_space[r].eq(((cpl_tail[r] - cpl_head[r]) & M)
-                                      < (Const(1, 1 << 4) << cpl_log2[r])),
-                self.irq_config[r].as_value().eq(irq[r]),
-            ]
+            m.d.comb += self.irq_config[r].as_value().eq(irq[r])
 
-        # -- ring bases: one memory row per ring, 4 words (base lo/hi, cpl base lo/hi) --------
-        m.submodules.bases = bases = Memory(shape=128, depth=n, init=[])
-        wr = bases.write_port(granularity=32)
-        rd_bus = bases.read_port()
-        rd_engine = bases.read_port()
+        # -- the engine's view of `sel` -------------------------------------------------------
+        s = data.View(_SIZES, sizes.engine.data)
+        is_event = sel == E
         m.d.comb += [
-            rd_engine.addr.eq(self.sel),
-            self.base.eq(rd_engine.data[:64]),
-            self.cpl_base.eq(Mux(self.sel_is_event(self.sel), rd_engine.data[:64],
-                                 rd_engine.data[64:])),
-            self.log2.eq(log2[self.sel]),
-            self.cpl_log2.eq(Mux(self.sel_is_event(self.sel), log2[self.sel],
-                                 cpl_log2[self.sel])),
-            self.head.eq(head[self.sel]),
-            self.tail.eq(tail[self.sel]),
-            self.cpl_tail.eq(cpl_tail[self.sel]),
+            self.base.eq(bases.engine.data[:64]),
+            self.cpl_base.eq(Mux(is_event, bases.engine.data[:64], bases.engine.data[64:])),
+            self.log2.eq(s.log2),
+            self.cpl_log2.eq(s.cpl_log2),
+            self.head.eq(head.engine.data),
+            self.tail.eq(tail.engine.data),
+            self.cpl_head.eq(cpl_head.engine.data),
+            self.cpl_tail.eq(cpl_tail.engine.data),
         ]
-
-        # -- the address decoder --------------------------------------------------------------
-        # Every readable word: its value (flip-flops), or "from the base memory".
-        reads = {}  # word address -> value
-        base_words = {}  # word address -> (ring, word of the row)
-        writes = []  # (word address, handler(m, data))
-
-        def word(name, index=0):
-            return DMA_REGISTERS[name].address(index) // 4
-
-        reads[word("ident")] = Const(DMA_IDENT, 32)
-        reads[word("version")] = Const(DMA_FORMAT_VERSION, 32)
-        reads[word("config")] = Const(DMA_CONFIG.pack(
-            rx_rings=self.rx_rings, tx_rings=self.tx_rings, max_chunks=self.max_chunks,
-            max_ring_log2=self.max_ring_log2, vectors=self.vectors), 32)
-        reads[word("control")] = control | (resetting << DMA_CONTROL["reset"].offset)
-        reads[word("max_chunks")] = self.max_chunks_reg
-        reads[word("tx_max_length")] = self.tx_max_length
-
-        def on_control(data):
-            with m.If(data[DMA_CONTROL["reset"].offset]):
-                m.d.sync += resetting.eq(1)
-            m.d.sync += control.eq(data & ~Const(DMA_CONTROL.pack(reset=1), 32))
-
-        def on_max_chunks(data):
-            with m.If((data >= 1) & (data <= self.max_chunks)):
-                m.d.sync += self.max_chunks_reg.eq(data)
-            with m.Else():
-                m.d.comb += status_set[DMA_STATUS["bad_access"].offset].eq(1)
-
-        writes += [(word("control"), on_control), (word("max_chunks"), on_max_chunks),
-                   (word("tx_max_length"), self._setter(m, self.tx_max_length))]
-
-        bad_config = status_set[DMA_STATUS["bad_ring_config"].offset]
-        bad_doorbell = status_set[DMA_STATUS["bad_doorbell"].offset]
-
-        def size_writer(r):
-            has_cpl = r != self.event_ring
-
-            def handler(data):
-                size = layout(RING_SIZE)(data[:RING_SIZE.width])
-                m.d.sync += size_word[r].eq(data)
-                with m.If(size.enable & ~enabled[r]):
-                    bad = (size.log2 > self.max_ring_log2) | ~base_ok[r]
-                    if has_cpl:
-                        bad |= (size.cpl_log2 > self.max_ring_log2) | ~cpl_ok[r]
-                    with m.If(bad):
-                        m.d.comb += bad_config.eq(1)
-                    with m.Else():
-                        m.d.sync += [
-                            enabled[r].eq(1), waiting[r].eq(0), log2[r].eq(size.log2),
-                            cpl_log2[r].eq(size.cpl_log2 if has_cpl else size.log2),
-                            tail[r].eq(0), head[r].eq(0), cpl_head[r].eq(0), cpl_tail[r].eq(0),
-                        ]
-                with m.Elif(~size.enable):
-                    m.d.sync += enabled[r].eq(0)
-            return handler
-
-        def producer(r):
-            def handler(data):
-                value = data[:INDEX_BITS]
-                ok = ((value - head[r]) & M) <= (Const(1, INDEX_BITS + 1) << log2[r])
-                with m.If(ok):
-                    m.d.sync += [tail[r].eq(value), waiting[r].eq(0)]
-                with m.Else():
-                    m.d.comb += bad_doorbell.eq(1)
-            return handler
-
-        def consumer(r):
-            def handler(data):
-                value = data[:INDEX_BITS]
-                ok = ((value - cpl_head[r]) & M) <= ((cpl_tail[r] - cpl_head[r]) & M)
-                with m.If(ok):
-                    m.d.sync += [cpl_head[r].eq(value), waiting[r].eq(0)]
-                with m.Else():
-                    m.d.comb += bad_doorbell.eq(1)
-            return handler
-
-        rings = [(r, "rx", r) for r in range(self.rx_rings)]
-        rings += [(self.rx_rings + t, "tx", t) for t in range(self.tx_rings)]
-        for r, prefix, i in rings:
-            for lane, name in enumerate(("base_lo", "base_hi", "cpl_base_lo", "cpl_base_hi")):
-                base_words[word(f"{prefix}_{name}", i)] = (r, lane)
-            reads[word(f"{prefix}_size", i)] = size_word[r]
-            reads[word(f"{prefix}_tail", i)] = tail[r]
-            reads[word(f"{prefix}_head", i)] = head[r]
-            reads[word(f"{prefix}_cpl_head", i)] = cpl_head[r]
-            reads[word(f"{prefix}_cpl_tail", i)] = cpl_tail[r]
-            reads[word(f"{prefix}_irq", i)] = irq[r]
-            reads[word(f"{prefix}_status", i)] = Const(0, 32)  # special: read clears
-            writes += [
-                (word(f"{prefix}_size", i), size_writer(r)),
-                (word(f"{prefix}_tail", i), producer(r)),
-                (word(f"{prefix}_cpl_head", i), consumer(r)),
-                (word(f"{prefix}_irq", i), self._setter(m, irq[r])),
-            ]
-        e = self.event_ring
-        base_words[word("event_base_lo")] = (e, 0)
-        base_words[word("event_base_hi")] = (e, 1)
-        reads[word("event_size")] = size_word[e]
-        reads[word("event_head")] = cpl_head[e]
-        reads[word("event_tail")] = cpl_tail[e]
-        reads[word("event_irq")] = irq[e]
-        writes += [
-            (word("event_size"), size_writer(e)),
-            (word("event_head"), consumer(e)),
-            (word("event_irq"), self._setter(m, irq[e])),
-        ]
-        for c in range(self.counters):
-            reads[word("counter", c)] = self.counter_value[c]
-            reads[word("counter_threshold", c)] = self.counter_threshold[c]
-
-            def on_threshold(data, c=c):
-                m.d.comb += [self.th_stb.eq(1), self.th_index.eq(c), self.th_data.eq(data)]
-            writes.append((word("counter_threshold", c), on_threshold))
-        status_words = {word("status"): None}
-        for r, prefix, i in rings:
-            status_words[word(f"{prefix}_status", i)] = r
-
-        # Reads: registered, one cycle after r_stb.
-        r_value = Signal(32)
-        r_from_bases = Signal()
-        r_lane = Signal(2)
-        m.d.sync += [r_value.eq(0), r_from_bases.eq(0)]
-        with m.If(bus.r_stb), m.Switch(bus.addr):
-            for address, value in reads.items():
-                if address in status_words:
-                    continue
-                with m.Case(address):
-                    m.d.sync += r_value.eq(value)
-            for address, (r, lane) in base_words.items():
-                with m.Case(address):
-                    m.d.sync += [r_from_bases.eq(1), r_lane.eq(lane)]
-                    m.d.comb += rd_bus.addr.eq(r)
-            with m.Case(word("status")):
-                m.d.sync += r_value.eq(status)
-            for address, r in status_words.items():
-                if r is None:
-                    continue
-                with m.Case(address):
-                    m.d.sync += r_value.eq(_ring_status(errors[r], last_status[r],
-                                                        waiting[r]))
-        m.d.comb += bus.r_data.eq(Mux(r_from_bases, rd_bus.data.word_select(r_lane, 32),
-                                      r_value))
-
-        # Sticky status: a read returns it and clears it, keeping bits set in that cycle.
-        read_status = bus.r_stb & (bus.addr == word("status"))
-        m.d.sync += status.eq(Mux(read_status, 0, status) | status_set)
-        m.d.comb += [
-            status_set[DMA_STATUS["dma_error"].offset].eq(self.dma_error),
-        ]
-
-        # The engine's updates of the selected ring (first: a doorbell in the same cycle wins).
-        sel = self.sel
+        # Its updates, all in one cycle (never with a CSR access: `stall`). A CSR write of the
+        # same memory in the same cycle cannot happen, so the CSR side's writes come after
+        # these and would win.
         with m.If(self.set_head):
-            m.d.sync += head[sel].eq(self.new_head)
+            head.write(sel, self.new_head)
         with m.If(self.bump_cpl):
-            m.d.sync += cpl_tail[sel].eq(cpl_tail[sel] + 1)
+            cpl_tail.write(sel, cpl_tail.engine.data + 1)
+        with m.If(self.ring_error):
+            e = data.View(_ERRORS, errors.engine.data)
+            errors.write(sel, Cat(Mux(e.errors == 0xFFFF, e.errors, e.errors + 1)[:16],
+                                  self.error_status))
         with m.If(self.set_waiting):
             m.d.sync += waiting.bit_select(sel, 1).eq(1)
 
-        # Writes; anything else (read-only words, absent rings, unmapped) is a bad access.
-        with m.If(bus.w_stb), m.Switch(bus.addr):
-            for address, handler in writes:
-                if handler is None:
-                    continue
-                with m.Case(address):
-                    handler(bus.w_data)
-            for address, (r, lane) in base_words.items():
-                with m.Case(address):
-                    m.d.comb += [wr.addr.eq(r), wr.en.eq(1 << lane)]
-                    if lane == 0:
-                        m.d.sync += base_ok.bit_select(r, 1).eq(bus.w_data[:12] == 0)
-                    elif lane == 2:
-                        m.d.sync += cpl_ok.bit_select(r, 1).eq(bus.w_data[:12] == 0)
-            with m.Default():
-                m.d.comb += status_set[DMA_STATUS["bad_access"].offset].eq(1)
-        m.d.comb += wr.data.eq(bus.w_data.replicate(4))
+        # -- CSR reads: registered, one cycle after r_stb -------------------------------------
+        r_value = Signal(32)
+        m.d.comb += bus.r_data.eq(r_value)
+        m.d.sync += r_value.eq(0)
+        cs = data.View(_SIZES, sizes.csr.data)
+        ce = data.View(_ERRORS, errors.csr.data)
+        ring_values = {
+            "base_lo": bases.csr.data.word_select(0, 32),
+            "base_hi": bases.csr.data.word_select(1, 32),
+            "cpl_base_lo": bases.csr.data.word_select(2, 32),
+            "cpl_base_hi": bases.csr.data.word_select(3, 32),
+            "size": cs.word,
+            "tail": tail.csr.data,
+            "head": head.csr.data,
+            "cpl_head": cpl_head.csr.data,
+            "cpl_tail": cpl_tail.csr.data,
+            "irq": irq_mem.csr.data,
+            "status": Cat(ce.errors, ce.last_status, waiting.bit_select(csr_ring, 1)),
+        }
+        with m.If(bus.r_stb):
+            for f, value in ring_values.items():
+                with m.If(field_hit[f]):
+                    m.d.sync += r_value.eq(value)
+            with m.Switch(bus.addr):
+                globals_ = {
+                    "ident": Const(DMA_IDENT, 32),
+                    "version": Const(DMA_FORMAT_VERSION, 32),
+                    "config": Const(DMA_CONFIG.pack(
+                        rx_rings=self.rx_rings, tx_rings=self.tx_rings,
+                        max_chunks=self.max_chunks, max_ring_log2=self.max_ring_log2,
+                        vectors=min(self.vectors, (1 << DMA_CONFIG["vectors"].width) - 1)), 32),
+                    "control": control | (resetting << DMA_CONTROL["reset"].offset),
+                    "status": status,
+                    "max_chunks": self.max_chunks_reg,
+                    "tx_max_length": self.tx_max_length,
+                }
+                for name, value in globals_.items():
+                    with m.Case(_word(name)):
+                        m.d.sync += r_value.eq(value)
+                for c in range(self.counters):
+                    with m.Case(_word("counter", c)):
+                        m.d.sync += r_value.eq(self.counter_value[c])
+                    with m.Case(_word("counter_threshold", c)):
+                        m.d.sync += r_value.eq(self.counter_threshold[c])
+            with m.If(field_hit["status"]):  # reading a ring's status clears its errors
+                errors.write(csr_ring, Cat(Const(0, 16), ce.last_status))
 
-        # Ring error bookkeeping (the ring status registers), cleared by their reads.
-        for address, r in status_words.items():
-            if r is None:
-                continue
-            read_it = bus.r_stb & (bus.addr == address)
-            bump = self.ring_error & (self.sel == r)
-            with m.If(read_it):
-                m.d.sync += errors[r].eq(bump)
-            with m.Elif(bump & (errors[r] != 0xFFFF)):
-                m.d.sync += errors[r].eq(errors[r] + 1)
-            with m.If(bump):
-                m.d.sync += last_status[r].eq(self.error_status)
+        # Sticky status: a read returns it and clears it, keeping bits set in that cycle.
+        read_status = bus.r_stb & (bus.addr == _word("status"))
+        m.d.sync += status.eq(Mux(read_status, 0, status) | status_set)
+        m.d.comb += status_set[DMA_STATUS["dma_error"].offset].eq(self.dma_error)
+        bad_config = status_set[DMA_STATUS["bad_ring_config"].offset]
+        bad_doorbell = status_set[DMA_STATUS["bad_doorbell"].offset]
+        bad_access = status_set[DMA_STATUS["bad_access"].offset]
 
-        # -- reset: wait for the engine, then clear everything, the base memory row by row -----
-        m.d.comb += self.reset_done.eq(0)
+        # -- CSR writes ------------------------------------------------------------------------
+        value = bus.w_data
+        index = value[:INDEX_BITS]
+        r = csr_ring
+        with m.If(bus.w_stb):
+            with m.If(field_hit["base_lo"] | field_hit["base_hi"] | field_hit["cpl_base_lo"]
+                      | field_hit["cpl_base_hi"]):
+                lane = Mux(field_hit["base_lo"], 0, Mux(field_hit["base_hi"], 1,
+                                                        Mux(field_hit["cpl_base_lo"], 2, 3)))
+                old = bases.csr.data
+                new = Signal(128)
+                m.d.comb += new.eq(old)
+                with m.Switch(lane):
+                    for k in range(4):
+                        with m.Case(k):
+                            m.d.comb += new.word_select(k, 32).eq(value)
+                bases.write(r, new)
+                with m.If(field_hit["base_lo"]):
+                    m.d.sync += base_ok.bit_select(r, 1).eq(value[:12] == 0)
+                with m.If(field_hit["cpl_base_lo"]):
+                    m.d.sync += cpl_ok.bit_select(r, 1).eq(value[:12] == 0)
+            with m.Elif(field_hit["size"]):
+                size = data.View(layout(RING_SIZE), value[:RING_SIZE.width])
+                has_cpl = r != E
+                cpl_log2 = Mux(has_cpl, size.cpl_log2, size.log2)
+                old = data.View(_SIZES, sizes.csr.data)
+                starting = size.enable & ~enabled.bit_select(r, 1)
+                bad = ((size.log2 > self.max_ring_log2) | ~base_ok.bit_select(r, 1)
+                       | (has_cpl & ((size.cpl_log2 > self.max_ring_log2)
+                                     | ~cpl_ok.bit_select(r, 1))))
+                with m.If(starting & ~bad):
+                    sizes.write(r, Cat(size.as_value(), size.log2, cpl_log2))
+                    for memory in (tail, head, cpl_head, cpl_tail):
+                        memory.write(r, 0)
+                    m.d.sync += [enabled.bit_select(r, 1).eq(1), waiting.bit_select(r, 1).eq(0)]
+                with m.Else():
+                    sizes.write(r, Cat(size.as_value(), old.log2, old.cpl_log2))
+                    with m.If(starting):
+                        m.d.comb += bad_config.eq(1)
+                    with m.If(~size.enable):
+                        m.d.sync += enabled.bit_select(r, 1).eq(0)
+            with m.Elif(field_hit["tail"]):
+                log2 = data.View(_SIZES, sizes.csr.data).log2
+                ok = ((index - head.csr.data) & M) <= (Const(1, INDEX_BITS + 1) << log2)
+                with m.If(ok):
+                    tail.write(r, index)
+                    m.d.sync += waiting.bit_select(r, 1).eq(0)
+                with m.Else():
+                    m.d.comb += bad_doorbell.eq(1)
+            with m.Elif(field_hit["cpl_head"]):
+                ok = (((index - cpl_head.csr.data) & M)
+                      <= ((cpl_tail.csr.data - cpl_head.csr.data) & M))
+                with m.If(ok):
+                    cpl_head.write(r, index)
+                    m.d.sync += waiting.bit_select(r, 1).eq(0)
+                with m.Else():
+                    m.d.comb += bad_doorbell.eq(1)
+            with m.Elif(field_hit["irq"]):
+                irq_mem.write(r, value)
+                for k in range(n):
+                    with m.If(r == k):
+                        m.d.sync += irq[k].eq(value)
+            with m.Else(), m.Switch(bus.addr):
+                with m.Case(_word("control")):
+                    with m.If(value[DMA_CONTROL["reset"].offset]):
+                        m.d.sync += resetting.eq(1)
+                    m.d.sync += control.eq(value & ~Const(DMA_CONTROL.pack(reset=1), 32))
+                with m.Case(_word("max_chunks")):
+                    with m.If((value >= 1) & (value <= self.max_chunks)):
+                        m.d.sync += self.max_chunks_reg.eq(value)
+                    with m.Else():
+                        m.d.comb += bad_access.eq(1)
+                with m.Case(_word("tx_max_length")):
+                    m.d.sync += self.tx_max_length.eq(value)
+                for c in range(self.counters):
+                    with m.Case(_word("counter_threshold", c)):
+                        m.d.comb += [self.th_stb.eq(1), self.th_index.eq(c),
+                                     self.th_data.eq(value)]
+                with m.Default():  # read-only, absent rings, unmapped
+                    m.d.comb += bad_access.eq(1)
+
+        # -- reset: wait for the engine, then clear everything, the memories row by row --------
         with m.If(resetting & self.engine_idle):
             m.d.sync += clear_row.eq(clear_row + 1)
-            m.d.comb += [wr.addr.eq(clear_row), wr.en.eq(0xF), wr.data.eq(0)]
+            for memory in memories:
+                memory.write(clear_row, _IRQ_RESET if memory is irq_mem else 0)
             with m.If(clear_row == n - 1):
                 m.d.sync += [resetting.eq(0), clear_row.eq(0)]
                 m.d.comb += self.reset_done.eq(1)
@@ -383,23 +393,5 @@ class DmaRegisters(wiring.Component):
                     self.max_chunks_reg.eq(self.max_chunks),
                     self.tx_max_length.eq(DMA_REGISTERS["tx_max_length"].reset),
                 ]
-                for r in range(n):
-                    m.d.sync += [log2[r].eq(0), cpl_log2[r].eq(0), tail[r].eq(0), head[r].eq(0),
-                                 cpl_head[r].eq(0), cpl_tail[r].eq(0), size_word[r].eq(0),
-                                 irq[r].eq(_IRQ_RESET), errors[r].eq(0),
-                                 last_status[r].eq(0)]
+                m.d.sync += [irq[k].eq(_IRQ_RESET) for k in range(n)]
         return m
-
-    def sel_is_event(self, sel):
-        return sel == self.event_ring
-
-    @staticmethod
-    def _setter(m, target):
-        def handler(data):
-            m.d.sync += target.eq(data)
-        return handler
-
-
-def _ring_status(errors, last_status, waiting):
-    return (errors | (last_status << RING_STATUS["last_status"].offset)
-            | (waiting << RING_STATUS["waiting"].offset))

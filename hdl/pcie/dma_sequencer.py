@@ -129,8 +129,6 @@ class DmaSequencer(wiring.Component):
             "tx_max_length": In(16),
             "ring_enabled": In(n),
             "ring_waiting": In(n),
-            "ring_posted": In(n),
-            "ring_space": In(n),
             "sel": Out(range(n)),
             "base": In(64),
             "cpl_base": In(64),
@@ -138,7 +136,9 @@ class DmaSequencer(wiring.Component):
             "cpl_log2": In(4),
             "head": In(INDEX_BITS),
             "tail": In(INDEX_BITS),
+            "cpl_head": In(INDEX_BITS),
             "cpl_tail": In(INDEX_BITS),
+            "stall": In(1),  # the registers are busy with a CSR access: FINISH waits
             "set_head": Out(1),
             "new_head": Out(INDEX_BITS),
             "bump_cpl": Out(1),
@@ -307,8 +307,9 @@ class DmaSequencer(wiring.Component):
                                  self.tx_buffer_bytes))
         tx_ok = self.tx_room >= ((limit + wb - 1) >> (wb.bit_length() - 1))
         for t in range(T):
+            # A TX ring with no descriptors is found so in FETCH (no read is issued) and waits.
             m.d.comb += cand[R + t].eq(self.ring_enabled[R + t] & ~self.ring_waiting[R + t]
-                                       & self.ring_posted[R + t] & tx_ok)
+                                       & tx_ok)
         last_pick = Signal(range(R + T), init=R + T - 1)
         pick = Signal(range(R + T))
         with m.Switch(last_pick):
@@ -318,7 +319,7 @@ class DmaSequencer(wiring.Component):
                         index = (start + 1 + k) % (R + T)
                         with m.If(cand[index]):
                             m.d.comb += pick.eq(index)
-        event_ready = (self.events.valid & self.ring_enabled[E] & self.ring_space[E])
+        event_ready = self.events.valid & self.ring_enabled[E] & ~self.ring_waiting[E]
 
         # Per-chunk command issue (RX writes, TX reads): two streams, each held until taken.
         chunk = Signal(range(self.max_chunks + 1))
@@ -362,13 +363,15 @@ class DmaSequencer(wiring.Component):
                 m.d.sync += [base.eq(self.base), cpl_base.eq(self.cpl_base), log2.eq(self.log2),
                              cpl_log2.eq(self.cpl_log2), head.eq(self.head),
                              tail.eq(self.tail), idx.eq(self.head), cpl_tail.eq(self.cpl_tail)]
-                with m.If(is_event):
+                space = (((self.cpl_tail - self.cpl_head) & M)
+                         < (Const(1, INDEX_BITS + 1) << self.cpl_log2))
+                with m.If(~space):
+                    m.d.comb += self.set_waiting.eq(1)
+                    m.next = "IDLE"
+                with m.Elif(is_event):
                     m.d.comb += self.events.ready.eq(1)
                     m.d.sync += [event.eq(self.events.payload), entry_bytes.eq(16)]
                     m.next = "COMPLETE"
-                with m.Elif(~self.ring_space.bit_select(ring, 1)):
-                    m.d.comb += self.set_waiting.eq(1)
-                    m.next = "IDLE"
                 with m.Else():
                     m.next = "FETCH"
             with m.State("FETCH"):
@@ -535,7 +538,7 @@ class DmaSequencer(wiring.Component):
                     m.next = "WAIT_DONE"
             with m.State("WAIT_DONE"), m.If(~entry_out & (outstanding == 0)):
                 m.next = "FINISH"
-            with m.State("FINISH"):
+            with m.State("FINISH"), m.If(~self.stall):
                 m.d.comb += [self.bump_cpl.eq(1),
                              self.written.bit_select(ring, 1).eq(1)]
                 with m.If(~is_event):
