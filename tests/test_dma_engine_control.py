@@ -235,7 +235,7 @@ def test_no_head_of_line_blocking():
         assert [e["status"] for e in got] == [0] * 4
         assert rig.memory.read(buf + 3 * 128, 100) == bytes([3]) * 100
         await rig.collect(ctx, lambda: rig.poll_tx(0), 1, 5000)  # 4 x 1000 bytes fit
-        await ctx.tick().repeat(500)
+        await ctx.tick().repeat(200)
         assert rig.poll_tx(0) is None, "the TX ring waits for room in the buffer"
         assert rig.sent() == []
         rig.tx_sink.rate = 1.0

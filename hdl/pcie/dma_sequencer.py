@@ -335,6 +335,11 @@ class DmaSequencer(wiring.Component):
                      d_len.eq(Mux(is_tx, dt.length, d.length)),
                      piece.eq(Mux(d_len < left, d_len, left))]
         rd_statuses = Signal(range(self.max_chunks + 1))
+        # Both requesters' commands come from registers, set in the state before they are given.
+        cmd_addr = Signal(64)
+        cmd_len = Signal(16)
+        m.d.comb += [self.rd_cmd.payload.addr.eq(cmd_addr), self.rd_cmd.payload.length.eq(cmd_len),
+                     self.wr_cmd.payload.addr.eq(cmd_addr), self.wr_cmd.payload.length.eq(cmd_len)]
         m.d.comb += self.rd_status.ready.eq(1)
 
         phase = ~(cpl_tail >> cpl_log2)[0]
@@ -370,8 +375,8 @@ class DmaSequencer(wiring.Component):
                     m.next = "IDLE"
                 with m.Elif(is_event):
                     m.d.comb += self.events.ready.eq(1)
-                    m.d.sync += [event.eq(self.events.payload), entry_bytes.eq(16)]
-                    m.next = "COMPLETE"
+                    m.d.sync += event.eq(self.events.payload)
+                    m.next = "COMPLETE_PREP"
                 with m.Else():
                     m.next = "FETCH"
             with m.State("FETCH"):
@@ -379,21 +384,21 @@ class DmaSequencer(wiring.Component):
                 to_end = (mask - (idx & mask)) + 1
                 size = Mux(avail < BATCH, avail, BATCH)
                 size = Mux(to_end < size, to_end, size)
-                m.d.comb += [
-                    self.rd_cmd.payload.addr.eq(base + ((idx & mask) << 4)),
-                    self.rd_cmd.payload.length.eq(size << 4),
-                ]
+                m.d.sync += [cmd_addr.eq(base + ((idx & mask) << 4)), cmd_len.eq(size << 4),
+                             batch_n.eq(size)]
                 with m.If(avail == 0):
                     # The chain's end is not posted yet: nothing is consumed, try again after
                     # the next doorbell.
                     m.d.comb += self.set_waiting.eq(1)
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.comb += self.rd_cmd.valid.eq(1)
-                    with m.If(self.rd_cmd.ready):
-                        m.d.sync += [batch_idx.eq(idx), batch_n.eq(size), batch_got.eq(0),
-                                     idx.eq(idx + size), half.eq(0)]
-                        m.next = "RECV"
+                    m.next = "FETCH_ISSUE"
+            with m.State("FETCH_ISSUE"):
+                m.d.comb += self.rd_cmd.valid.eq(1)
+                with m.If(self.rd_cmd.ready):
+                    m.d.sync += [batch_idx.eq(idx), batch_got.eq(0), idx.eq(idx + batch_n),
+                                 half.eq(0)]
+                    m.next = "RECV"
             with m.State("RECV"):
                 m.d.comb += receiving.eq(1)
                 with m.If(self.rd_status.valid):
@@ -456,19 +461,17 @@ class DmaSequencer(wiring.Component):
                 m.d.comb += feeding_rx.eq(1)
                 m.d.comb += [
                     self.wr_cmd.valid.eq(~sent_a),
-                    self.wr_cmd.payload.addr.eq(d_addr),
-                    self.wr_cmd.payload.length.eq(piece),
                     repack.cmd.valid.eq(~sent_b),
-                    repack.cmd.payload.length.eq(piece),
+                    repack.cmd.payload.length.eq(cmd_len),
                 ]
                 a = sent_a | self.wr_cmd.ready
                 b = sent_b | repack.cmd.ready
                 m.d.sync += [sent_a.eq(a), sent_b.eq(b)]
                 with m.If(a & b):
-                    m.d.sync += [sent_a.eq(0), sent_b.eq(0), left.eq(left - piece),
+                    m.d.sync += [sent_a.eq(0), sent_b.eq(0), left.eq(left - cmd_len),
                                  chunk.eq(chunk + 1), used.eq(used + 1),
-                                 written_bytes.eq(written_bytes + piece)]
-                    with m.If(left == piece):
+                                 written_bytes.eq(written_bytes + cmd_len)]
+                    with m.If(left == cmd_len):
                         m.next = "RX_DRAIN"
                     with m.Elif(chunk + 1 == count):
                         m.d.sync += truncated.eq(1)
@@ -477,6 +480,10 @@ class DmaSequencer(wiring.Component):
                         m.next = "RX_NEXT"
             with m.State("RX_NEXT"):  # the descriptor memory reads the next chunk
                 m.d.comb += feeding_rx.eq(1)
+                m.next = "RX_LATCH"
+            with m.State("RX_LATCH"):
+                m.d.comb += feeding_rx.eq(1)
+                m.d.sync += [cmd_addr.eq(d_addr), cmd_len.eq(piece)]
                 m.next = "RX_PIECE"
             with m.State("RX_DISCARD"):
                 m.d.comb += [feeding_rx.eq(1), repack.cmd.valid.eq(1),
@@ -503,19 +510,21 @@ class DmaSequencer(wiring.Component):
                 m.d.comb += [feeding_tx.eq(1), repack.cmd.valid.eq(1),
                              repack.cmd.payload.length.eq(length)]
                 with m.If(repack.cmd.ready):
-                    m.next = "TX_READ"
+                    m.next = "TX_NEXT"
             with m.State("TX_READ"):
-                m.d.comb += [feeding_tx.eq(1), self.rd_cmd.valid.eq(1),
-                             self.rd_cmd.payload.addr.eq(d_addr),
-                             self.rd_cmd.payload.length.eq(d_len)]
+                m.d.comb += [feeding_tx.eq(1), self.rd_cmd.valid.eq(1)]
                 with m.If(self.rd_cmd.ready):
                     m.d.sync += chunk.eq(chunk + 1)
                     with m.If(chunk + 1 == count):
                         m.next = "TX_WAIT"
                     with m.Else():
                         m.next = "TX_NEXT"
-            with m.State("TX_NEXT"):
+            with m.State("TX_NEXT"):  # the descriptor memory reads the next chunk
                 m.d.comb += feeding_tx.eq(1)
+                m.next = "TX_LATCH"
+            with m.State("TX_LATCH"):
+                m.d.comb += feeding_tx.eq(1)
+                m.d.sync += [cmd_addr.eq(d_addr), cmd_len.eq(d_len)]
                 m.next = "TX_READ"
             with m.State("TX_WAIT"):
                 m.d.comb += feeding_tx.eq(1)
@@ -524,15 +533,14 @@ class DmaSequencer(wiring.Component):
 
             # -- the completion entry ----------------------------------------------------------
             with m.State("COMPLETE_PREP"):
-                m.d.sync += entry_bytes.eq(Mux(is_tx, 8, 16))
+                m.d.sync += [
+                    entry_bytes.eq(Mux(is_tx, 8, 16)),
+                    cmd_addr.eq(cpl_base + Mux(is_tx, cpl_slot << 3, cpl_slot << 4)),
+                    cmd_len.eq(Mux(is_tx, 8, 16)),
+                ]
                 m.next = "COMPLETE"
             with m.State("COMPLETE"):
-                m.d.comb += [
-                    self.wr_cmd.valid.eq(1),
-                    self.wr_cmd.payload.addr.eq(
-                        Mux(is_tx, cpl_base + (cpl_slot << 3), cpl_base + (cpl_slot << 4))),
-                    self.wr_cmd.payload.length.eq(entry_bytes),
-                ]
+                m.d.comb += self.wr_cmd.valid.eq(1)
                 with m.If(self.wr_cmd.ready):
                     m.d.sync += [entry_out.eq(1), out_beat.eq(0)]
                     m.next = "WAIT_DONE"
