@@ -80,6 +80,7 @@ class Scheduler(wiring.Component):
         Activation: ``act_flow``'s queue was empty and ``act_frame`` joined it.
     act_class, act_weight : ``Out``
         The class and weight of ``act_flow`` now (combinational): the activation carries them.
+        An activation can be taken by the scheduler from the fourth cycle after ``act_valid``.
     count_flow : ``Out(range(flows))``; enq_count : ``In(count_bits)``
         Frames ever committed to ``count_flow`` (wrapping, 0 after reset), combinational;
         ``enq_bump``: one more is committed at this edge.
@@ -179,13 +180,17 @@ class Scheduler(wiring.Component):
         m.submodules.act_mem = act_mem = Memory(shape=act_layout, depth=1 << abits, init=[])
         act_wr, act_rd = act_mem.write_port(), act_mem.read_port()
         wp, rp = Signal(abits + 1), Signal(abits + 1)
-        m.d.comb += [act_wr.addr.eq(wp[:abits]), act_wr.en.eq(self.act_valid),
-                     act_wr.data.flow.eq(self.act_flow), act_wr.data.frame.eq(self.act_frame),
-                     conf_act.addr.eq(self.act_flow),
-                     self.act_class.eq(conf_act.data.cls), self.act_weight.eq(conf_act.data.weight),
-                     act_wr.data.cls.eq(conf_act.data.cls),
-                     act_wr.data.weight.eq(conf_act.data.weight)]
-        with m.If(self.act_valid):
+        # The entry is registered before it is written (off the path of the queues' decision).
+        push = Signal()
+        entry = Signal(act_layout)
+        m.d.comb += [conf_act.addr.eq(self.act_flow),
+                     self.act_class.eq(conf_act.data.cls),
+                     self.act_weight.eq(conf_act.data.weight)]
+        m.d.sync += [push.eq(self.act_valid), entry.flow.eq(self.act_flow),
+                     entry.frame.eq(self.act_frame), entry.cls.eq(conf_act.data.cls),
+                     entry.weight.eq(conf_act.data.weight)]
+        m.d.comb += [act_wr.addr.eq(wp[:abits]), act_wr.en.eq(push), act_wr.data.eq(entry)]
+        with m.If(push):
             m.d.sync += wp.eq(wp + 1)
         v1, v2 = Signal(), Signal()
         act = Signal(act_layout)
@@ -257,6 +262,7 @@ class Scheduler(wiring.Component):
         single = Signal(nc)
         m.d.comb += single.eq(Cat(lhead[c] == ltail[c] for c in range(nc)))
         single_r = Signal()  # the step's class has only f
+        st_cls_1h = Signal(nc)  # f's class, one-hot
         app_tail_r = Signal(range(n))  # the tail f is linked behind when its turn ends
         app_linked_r = Signal()  # f's class is not empty after the pop
         # The queue is emptied by the dequeue if it holds one frame in S3, counting the commits
@@ -268,7 +274,7 @@ class Scheduler(wiring.Component):
             m.d.sync += [
                 fits.eq(~diff[-1]), left.eq(diff[:dbits]), refilled.eq(deficit + st_q),
                 left_refilled.eq(diff[:dbits] + st_q), deq_next.eq(deq_now + 1),
-                single_r.eq((single & st_c).any()),
+                single_r.eq((single & st_c).any()), st_cls_1h.eq(1 << st_cls),
                 app_tail_r.eq(Array(ltail)[st_cls]),
                 app_linked_r.eq(lnon.bit_select(st_cls, 1)
                                 & ~(st_c.bit_select(st_cls, 1) & (single & st_c).any())),
@@ -297,25 +303,35 @@ class Scheduler(wiring.Component):
         turn_ends = s5 & (nx.len > left)
 
         # List updates: pop the front of the step's class, then append a flow to a class.
+        # Everything but the final condition is in registers (one-hot classes), so that
+        # `turn_ends` only enables.
         rotate = (s3 & ~fits) | turn_ends
         pop_front = rotate | (s3 & fits & emptying)
-        app = pop | rotate
-        app_flow = Mux(pop, act.flow, st_f)
-        app_cls = Mux(pop, act.cls, st_cls)
-        app_linked = Mux(pop, lnon.bit_select(act.cls, 1), app_linked_r)
-        m.d.comb += [link_wr.addr.eq(Mux(pop, Array(ltail)[act.cls], app_tail_r)),
-                     link_wr.data.eq(app_flow), link_wr.en.eq(app & app_linked)]
+        act_cls = Signal(nc)  # one-hot class of the activation in the output register
+        with m.If(move):
+            m.d.sync += act_cls.eq(1 << act_rd.data.cls)
+        m.d.comb += [link_wr.data.eq(Mux(pop, act.flow, st_f)),
+                     link_wr.addr.eq(Mux(pop, Array(ltail)[act.cls], app_tail_r)),
+                     link_wr.en.eq((pop & (lnon & act_cls).any()) | (rotate & app_linked_r))]
         for c in range(nc):
-            with m.If(pop_front & st_c[c]):
+            popped = pop_front & st_c[c]
+            rot_app = rotate & st_cls_1h[c]
+            act_app = pop & act_cls[c]
+            with m.If(rot_app):
+                m.d.sync += [ltail[c].eq(st_f), lnon[c].eq(1)]
+                with m.If(~app_linked_r):
+                    m.d.sync += lhead[c].eq(st_f)
+                with m.Elif(popped & ~single_r):
+                    m.d.sync += lhead[c].eq(link)
+            with m.Elif(act_app):
+                m.d.sync += [ltail[c].eq(act.flow), lnon[c].eq(1)]
+                with m.If(~lnon[c]):
+                    m.d.sync += lhead[c].eq(act.flow)
+            with m.Elif(popped):
                 with m.If(single_r):
                     m.d.sync += lnon[c].eq(0)
                 with m.Else():
                     m.d.sync += lhead[c].eq(link)
-            with m.If(app & (app_cls == c)):
-                with m.If(app_linked):
-                    m.d.sync += ltail[c].eq(app_flow)
-                with m.Else():
-                    m.d.sync += [lhead[c].eq(app_flow), ltail[c].eq(app_flow), lnon[c].eq(1)]
 
         # Deficit and head writes: an activation, a wasted step, or the end of a step.
         with m.If(pop):

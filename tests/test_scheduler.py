@@ -52,7 +52,7 @@ def test_strict_priority_and_resumption():
         assert flows[first3:first3 + 4] == [3] * 4
         low = [f for f in flows if f < 2]
         assert all(a != b for a, b in itertools.pairwise(low)), low
-        arrived = burst_at + 16 + 5 + 3  # last beat accepted, queued, activation ready
+        arrived = burst_at + 16 + 5 + 4  # last beat accepted, queued, activation ready
         before = sum(1 for c in run.first_out if c < arrived)
         assert first3 <= before + 1, (first3, before)
         assert len(flows) == 8 * 3 + 4

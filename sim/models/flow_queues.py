@@ -214,7 +214,7 @@ class FlowQueuesCycleModel:
     * a frame whose last beat is accepted at edge *c* is queued at edge *c+5*. If its flow's
       queue was empty (or its last frame was dequeued at that same edge) the flow is
       *activated* with the class and weight it has in cycle *c+5*: the activation FIFO can hand
-      it to the scheduler from cycle *c+8*, one activation per idle scheduler cycle, in order;
+      it to the scheduler from cycle *c+9*, one activation per idle scheduler cycle, in order;
       otherwise the frame only joins the queue;
     * in a cycle *t* in which it is idle, the scheduler takes an activation if one is ready
       (the flow joins its class's list), else starts a step if the one-frame lookahead slot is
@@ -231,7 +231,7 @@ class FlowQueuesCycleModel:
 
     DECIDE = 4  # a beat accepted at edge e is decided on in cycle e + DECIDE
     RELEASE = 7  # a frame whose last beat left at edge r is released at edge r + RELEASE
-    ACT_READY = 3  # an activation pushed at edge c can be taken from cycle c + ACT_READY
+    ACT_READY = 4  # an activation pushed at edge c can be taken from cycle c + ACT_READY
 
     def __init__(self, core: FlowQueuesModel, width_bytes: int):
         self.core = core
