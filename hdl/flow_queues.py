@@ -318,9 +318,13 @@ class FlowQueues(wiring.Component):
 
         # -- stage 4: admission at the first beat (early drop) ---------------------------------
         w_admit = Signal()
-        room = Signal(acc_bits)
-        m.d.comb += room.eq(s4["bound"] - adm.old)
-        ok_quota = ~s4["bad"] & ~room[-1]
+        # bound - admitted for each value the admitted total may have (see RmwMemory), so
+        # that no multiplexer precedes the subtractions.
+        over = Signal(4)
+        for k in range(4):
+            room = Signal(acc_bits, name=f"room_{k}")
+            m.d.comb += [room.eq(s4["bound"] - adm.old_candidates[k]), over[k].eq(room[-1])]
+        ok_quota = ~s4["bad"] & ~(over & adm.old_from).any()
         ok_buf = s4["need"] <= free_avail
         admit = ok_quota & ok_buf
         admitted = Mux(s4["start"], admit, w_admit)

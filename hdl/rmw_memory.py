@@ -26,7 +26,7 @@ sweep. Extra read ports (``extra_reads``) read the memory as it is, one cycle la
 valid bit beside the data (``x_ok``), unregistered: the user registers them.
 """
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -42,7 +42,11 @@ class RmwMemory(wiring.Component):
     addr : ``In(range(depth))``
         Cycle 0: the entry an update starts on.
     old : ``Out(shape)``
-        Cycle 2: its current value (forwarded from the two previous updates).
+        Cycle 2: its current value (forwarded from the previous updates).
+    old_candidates, old_from : ``Out``
+        Cycle 2: ``old`` is ``old_candidates[k]`` for the one bit ``k`` set in ``old_from``
+        (from registers), for users that compute on all four in parallel rather than on the
+        selected value.
     new : ``In(shape)``, write : ``In(1)``
         Cycle 2: store ``new`` into the entry.
     x_addr, x_data, x_ok : extra read ports (``ArrayLayout``\\ s of ``extra_reads``)
@@ -59,6 +63,8 @@ class RmwMemory(wiring.Component):
         ports = {
             "addr": In(range(depth)),
             "old": Out(shape),
+            "old_candidates": Out(data.ArrayLayout(shape, 4)),
+            "old_from": Out(4),
             "new": In(shape),
             "write": In(1),
         }
@@ -109,9 +115,15 @@ class RmwMemory(wiring.Component):
             m.d.comb += stored.eq(Mux(ok2, d1, 0))
         else:
             m.d.comb += stored.eq(d1)
-        m.d.comb += self.old.eq(Mux(p1_en & hit1, p1_data,
-                                    Mux(p2_en & hit2, p2_data,
-                                        Mux(p3_en & hit3, p3_data, stored))))
+        take1 = p1_en & hit1
+        take2 = ~take1 & p2_en & hit2
+        take3 = ~take1 & ~take2 & p3_en & hit3
+        m.d.comb += [
+            self.old.eq(Mux(take1, p1_data, Mux(take2, p2_data, Mux(take3, p3_data, stored)))),
+            self.old_from.eq(Cat(take1, take2, take3, ~(take1 | take2 | take3))),
+            self.old_candidates[0].eq(p1_data), self.old_candidates[1].eq(p2_data),
+            self.old_candidates[2].eq(p3_data), self.old_candidates[3].eq(stored),
+        ]
 
         for k in range(self.extra_reads):
             x = mem.read_port()

@@ -122,8 +122,10 @@ class Bench:
             got = {name: u(getattr(dut, f"c_{name}"))
                    for name in core.counter_values(flow)}
             assert got == core.counter_values(flow), f"flow {flow} counters"
+            await RisingEdge(dut.clk)  # bytes in use: two cycles after the address
+            await ReadOnly()
             assert u(dut.c_bytes_in_use) == 0
-        self.cycles += 2 * P["flows"]
+        self.cycles += 3 * P["flows"]
 
 
 def expected_by_flow(frames, admitted):
