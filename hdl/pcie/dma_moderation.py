@@ -55,6 +55,10 @@ class IrqModeration(wiring.Component):
         m.d.comb += tick.eq(prescale == self.tick_cycles - 1)
         m.d.sync += prescale.eq(Mux(tick, 0, prescale + 1))
 
+        # The strobes, registered: one cycle later, and off the engine's timing paths.
+        written, notify = Signal(self.rings), Signal(self.rings)
+        m.d.sync += [written.eq(self.written), notify.eq(self.notify)]
+
         fires = []
         for r in range(self.rings):
             cfg = self.config[r]
@@ -62,16 +66,16 @@ class IrqModeration(wiring.Component):
             age = Signal(usecs_bits, name=f"age_{r}")
             timing = Signal(name=f"timing_{r}")
             fire = Signal(name=f"fire_{r}")
-            after = count + self.written[r]
-            by_count = self.written[r] & (after >= Mux(cfg.frames == 0, 1, cfg.frames))
+            after = count + written[r]
+            by_count = written[r] & (after >= Mux(cfg.frames == 0, 1, cfg.frames))
             by_time = timing & tick & (age + 1 >= cfg.usecs)
-            m.d.comb += fire.eq(self.notify[r] | by_count | by_time)
+            m.d.comb += fire.eq(notify[r] | by_count | by_time)
             with m.If(fire | self.clear):
                 m.d.sync += [count.eq(0), timing.eq(0), age.eq(0)]
             with m.Else():
-                with m.If(self.written[r] & (count != (1 << frames_bits) - 1)):
+                with m.If(written[r] & (count != (1 << frames_bits) - 1)):
                     m.d.sync += count.eq(after)
-                with m.If(self.written[r] & ~timing & (cfg.usecs != 0)):
+                with m.If(written[r] & ~timing & (cfg.usecs != 0)):
                     m.d.sync += [timing.eq(1), age.eq(0)]
                 with m.Elif(timing & tick):
                     m.d.sync += age.eq(age + 1)

@@ -100,6 +100,19 @@ class _RingMemory:
         self.m.d.comb += [self.w.addr.eq(ring), self.w.data.eq(value), self.w.en.eq(1)]
 
 
+class _Access:
+    """The CSR access of the previous cycle."""
+
+    def __init__(self, m, bus):
+        self.addr = Signal.like(bus.addr, name="acc_addr")
+        self.r_stb = Signal(name="acc_r_stb")
+        self.w_stb = Signal(name="acc_w_stb")
+        self.w_data = Signal(32, name="acc_w_data")
+        m.d.sync += [self.addr.eq(Mux(bus.r_stb | bus.w_stb, bus.addr, self.addr)),
+                     self.r_stb.eq(bus.r_stb), self.w_stb.eq(bus.w_stb),
+                     self.w_data.eq(bus.w_data)]
+
+
 class DmaRegisters(wiring.Component):
     """DMA_REGISTERS on ``bus``; ring state for the engine (``sel`` chooses the ring it reads
     and updates)."""
@@ -165,24 +178,29 @@ class DmaRegisters(wiring.Component):
         n, bus, E = self.rings, self.bus, self.event_ring
         R = self.rx_rings
 
+        # The access, registered: everything below works from flip-flops, one cycle after the
+        # bus (a read's data, from the memories' asynchronous ports, is then on `r_data` in the
+        # cycle after `r_stb`, as `CSRBus` requires).
+        acc = _Access(m, bus)
+
         # -- which ring and field a CSR access is about ---------------------------------------
         field_hit = {f: Signal(name=f"hit_{f}") for f in _FIELDS}
         csr_ring = Signal(range(n))
         for prefix, first, count in (("rx", 0, self.rx_rings), ("tx", R, self.tx_rings)):
             for f in _FIELDS:
                 start = _word(f"{prefix}_{f}")
-                inside = (bus.addr >= start) & (bus.addr < start + count)
+                inside = (acc.addr >= start) & (acc.addr < start + count)
                 with m.If(inside):
-                    m.d.comb += [field_hit[f].eq(1), csr_ring.eq(bus.addr - start + first)]
+                    m.d.comb += [field_hit[f].eq(1), csr_ring.eq(acc.addr - start + first)]
         for name, f in _EVENT_FIELDS.items():
-            with m.If(bus.addr == _word(name)):
+            with m.If(acc.addr == _word(name)):
                 m.d.comb += [field_hit[f].eq(1), csr_ring.eq(E)]
 
         # The CSR accesses that write ring memories: the engine's updates wait for them.
         any_ring_field = 0
         for f in _FIELDS:
             any_ring_field = any_ring_field | field_hit[f]
-        m.d.comb += self.stall.eq((bus.w_stb & any_ring_field) | (bus.r_stb & field_hit["status"]))
+        m.d.comb += self.stall.eq((acc.w_stb & any_ring_field) | (acc.r_stb & field_hit["status"]))
 
         sel = self.sel
         bases = _RingMemory(m, "bases", 128, n, csr_ring, sel)
@@ -246,7 +264,6 @@ class DmaRegisters(wiring.Component):
         # -- CSR reads: registered, one cycle after r_stb -------------------------------------
         r_value = Signal(32)
         m.d.comb += bus.r_data.eq(r_value)
-        m.d.sync += r_value.eq(0)
         cs = data.View(_SIZES, sizes.csr.data)
         ce = data.View(_ERRORS, errors.csr.data)
         ring_values = {
@@ -262,11 +279,11 @@ class DmaRegisters(wiring.Component):
             "irq": irq_mem.csr.data,
             "status": Cat(ce.errors, ce.last_status, waiting.bit_select(csr_ring, 1)),
         }
-        with m.If(bus.r_stb):
+        with m.If(acc.r_stb):
             for f, value in ring_values.items():
                 with m.If(field_hit[f]):
-                    m.d.sync += r_value.eq(value)
-            with m.Switch(bus.addr):
+                    m.d.comb += r_value.eq(value)
+            with m.Switch(acc.addr):
                 globals_ = {
                     "ident": Const(DMA_IDENT, 32),
                     "version": Const(DMA_FORMAT_VERSION, 32),
@@ -281,17 +298,17 @@ class DmaRegisters(wiring.Component):
                 }
                 for name, value in globals_.items():
                     with m.Case(_word(name)):
-                        m.d.sync += r_value.eq(value)
+                        m.d.comb += r_value.eq(value)
                 for c in range(self.counters):
                     with m.Case(_word("counter", c)):
-                        m.d.sync += r_value.eq(self.counter_value[c])
+                        m.d.comb += r_value.eq(self.counter_value[c])
                     with m.Case(_word("counter_threshold", c)):
-                        m.d.sync += r_value.eq(self.counter_threshold[c])
+                        m.d.comb += r_value.eq(self.counter_threshold[c])
             with m.If(field_hit["status"]):  # reading a ring's status clears its errors
                 errors.write(csr_ring, Cat(Const(0, 16), ce.last_status))
 
         # Sticky status: a read returns it and clears it, keeping bits set in that cycle.
-        read_status = bus.r_stb & (bus.addr == _word("status"))
+        read_status = acc.r_stb & (acc.addr == _word("status"))
         m.d.sync += status.eq(Mux(read_status, 0, status) | status_set)
         m.d.comb += status_set[DMA_STATUS["dma_error"].offset].eq(self.dma_error)
         bad_config = status_set[DMA_STATUS["bad_ring_config"].offset]
@@ -299,10 +316,10 @@ class DmaRegisters(wiring.Component):
         bad_access = status_set[DMA_STATUS["bad_access"].offset]
 
         # -- CSR writes ------------------------------------------------------------------------
-        value = bus.w_data
+        value = acc.w_data
         index = value[:INDEX_BITS]
         r = csr_ring
-        with m.If(bus.w_stb):
+        with m.If(acc.w_stb):
             with m.If(field_hit["base_lo"] | field_hit["base_hi"] | field_hit["cpl_base_lo"]
                       | field_hit["cpl_base_hi"]):
                 lane = Mux(field_hit["base_lo"], 0, Mux(field_hit["base_hi"], 1,
@@ -360,7 +377,7 @@ class DmaRegisters(wiring.Component):
                 for k in range(n):
                     with m.If(r == k):
                         m.d.sync += irq[k].eq(value)
-            with m.Else(), m.Switch(bus.addr):
+            with m.Else(), m.Switch(acc.addr):
                 with m.Case(_word("control")):
                     with m.If(value[DMA_CONTROL["reset"].offset]):
                         m.d.sync += resetting.eq(1)
