@@ -191,9 +191,9 @@ def test_reset_waits_for_the_job_then_clears_everything():
     rig.run(scenario)
 
 
-@pytest.mark.parametrize("width", [128, 256])
+@pytest.mark.parametrize("width", [256])
 def test_wide_streams(width):
-    """The same rings at 16 and 32 bytes per beat (several descriptors per beat at 256)."""
+    """The same rings at 32 bytes per beat: two descriptors per beat, short beats of 16."""
     rig = Rig(seed=width, width=width, mps=256, mrrs=512, rate=0.8)
     rng = random.Random(width)
 

@@ -55,15 +55,17 @@ class Repacker(wiring.Component):
         buffer = Signal(16 * wb)
         count = Signal(range(2 * wb + 1))  # bytes held in `buffer`, from lane 0
         left = Signal(self.len_bits)  # bytes of the current command not yet emitted
+        take = Signal(range(wb + 1))  # bytes of the next output beat: min(left, wb), kept
         discard = Signal()
         first = Signal()
         # Bytes commanded but not yet pulled from `i`: may go negative by less than one beat,
         # when the beat holding a command's last byte also holds the next command's first.
         credit = Signal(range(-2 * wb, 2 ** self.len_bits + 1))
 
+        def at_most_a_beat(value):
+            return Mux(value < wb, value, wb)
+
         active = left != 0
-        take = Signal(range(wb + 1))
-        m.d.comb += take.eq(Mux(left < wb, left, wb))
         can_out = active & (count >= take)
         fire = Signal()
         m.d.comb += [
@@ -75,16 +77,23 @@ class Repacker(wiring.Component):
             fire.eq(can_out & (discard | self.o.ready)),
             self.busy.eq(active),
         ]
-        consumed = Mux(fire, take, 0)
-        after = Signal(range(2 * wb + 1))
-        m.d.comb += after.eq(count - consumed)
+        # Both outcomes of this cycle (a beat out or not) are prepared from registers alone;
+        # `fire`, which depends on the consumer's ready, only chooses between them.
+        count_fired = Signal(range(2 * wb + 1))
+        m.d.comb += count_fired.eq(count - take)
         pull = Signal()
-        m.d.comb += [pull.eq((credit > 0) & (after <= wb)), self.i.ready.eq(pull)]
+        m.d.comb += [
+            pull.eq((credit > 0) & Mux(fire, count_fired <= wb, count <= wb)),
+            self.i.ready.eq(pull),
+        ]
         got = self.i.valid & pull
-        incoming = Mux(got, self.i.payload.data & _byte_mask(self.i.payload.nbytes, wb), 0)
+        incoming = self.i.payload.data & _byte_mask(self.i.payload.nbytes, wb)
+        kept = buffer | (incoming << (count * 8))
+        shifted = (buffer >> (take * 8)) | (incoming << (count_fired * 8))
         m.d.sync += [
-            buffer.eq((buffer >> (consumed * 8)) | (incoming << (after * 8))),
-            count.eq(after + Mux(got, self.i.payload.nbytes, 0)),
+            buffer.eq(Mux(fire, Mux(got, shifted, buffer >> (take * 8)),
+                          Mux(got, kept, buffer))),
+            count.eq(Mux(fire, count_fired, count) + Mux(got, self.i.payload.nbytes, 0)),
         ]
 
         added = Mux(self.cmd.valid & self.cmd.ready, self.cmd.payload.length, 0)
@@ -92,9 +101,10 @@ class Repacker(wiring.Component):
         m.d.comb += self.cmd.ready.eq(~active)
         with m.If(self.cmd.valid & ~active):
             m.d.sync += [left.eq(self.cmd.payload.length), discard.eq(self.cmd.payload.discard),
-                         first.eq(1)]
+                         first.eq(1), take.eq(at_most_a_beat(self.cmd.payload.length))]
         with m.Elif(fire):
-            m.d.sync += [left.eq(left - take), first.eq(0)]
+            rest = left - take
+            m.d.sync += [left.eq(rest), first.eq(0), take.eq(at_most_a_beat(rest))]
         return m
 
 
