@@ -243,3 +243,23 @@ def test_no_head_of_line_blocking():
         await rig.wait(ctx, lambda: len(rig.sent()) == 6, 2000, "every frame to the core")
 
     rig.run(scenario)
+
+
+def test_disabled_engine_starts_no_job():
+    rig = Rig(seed=16)
+
+    async def scenario(ctx, rig):
+        await rig.start(ctx)
+        await rig.write(ctx, "control", 0)  # enable 0
+        await rig.ring(ctx, "rx", 0)
+        buf = rig.alloc(4096)
+        rig.post("rx", 0, [{"address": buf, "length": 100}])
+        await rig.doorbell(ctx, "rx", 0)
+        rig.frame(0, b"d" * 50)
+        await ctx.tick().repeat(300)
+        assert rig.poll_rx(0) is None and rig.host.stats.reads == 0
+        await rig.write(ctx, "control", DMA_CONTROL.pack(enable=1))
+        (entry,) = await rig.collect(ctx, lambda: rig.poll_rx(0), 1, 2000)
+        assert entry["status"] == 0 and rig.memory.read(buf, 50) == b"d" * 50
+
+    rig.run(scenario)
