@@ -166,16 +166,20 @@ class FlowQueues(wiring.Component):
         m.submodules.meta_mem = meta_mem = Memory(shape=self.meta_shape, depth=cells, init=[])
         meta_wr, meta_rd = meta_mem.write_port(), meta_mem.read_port()
         m.submodules.quota_mem = quota_mem = Memory(
-            shape=len(self.cfg_quota_bytes), depth=n, init=[])
+            shape=len(self.cfg_quota_bytes), depth=n, init=[], attrs={"ram_style": "block"})
         quota_wr, quota_rd = quota_mem.write_port(), quota_mem.read_port()
         # Per-flow byte totals, one writer each: bytes admitted (the writer) and bytes released
         # (the output side); bytes in use = admitted - released.
+        # LUT RAM costs about six LUTs per 64 bits on the ECP5, a block RAM 18 Kbit: per-flow
+        # memories that are read synchronously go to block RAM, except small byte totals.
+        totals_style = "distributed" if n <= 32 else "block"
         m.submodules.admitted = adm = RmwMemory(acc_bits, n, extra_reads=1,
-                                                cleared_by_reset=True)
+                                                cleared_by_reset=True, ram_style=totals_style)
         m.submodules.released = rel = RmwMemory(acc_bits, n, extra_reads=2,
-                                                cleared_by_reset=True)
-        m.submodules.enq_counters = enq = RmwMemory(_ENQ_COUNTERS, n, extra_reads=1)
-        m.submodules.deq_counters = deq = RmwMemory(32, n, extra_reads=1)
+                                                cleared_by_reset=True, ram_style=totals_style)
+        m.submodules.enq_counters = enq = RmwMemory(_ENQ_COUNTERS, n, extra_reads=1,
+                                                    ram_style="block")
+        m.submodules.deq_counters = deq = RmwMemory(32, n, extra_reads=1, ram_style="block")
         # Per-flow queue state of the writer: the tail frame and the frames ever committed.
         m.submodules.tail_mem = tail_mem = Memory(shape=cbits, depth=n, init=[], attrs=lut)
         tail_wr, tail_rd = tail_mem.write_port(), tail_mem.read_port(domain="comb")

@@ -17,13 +17,15 @@ cycle  work
 
 Updates may start in every cycle, for any entries. ``old`` is exact even when the previous
 updates wrote the same entry: the values of the three writes the memory read missed are
-*forwarded* over its stale output. An update whose cycle 2 does not write leaves the
-entry as it was (``start`` only matters for that: without it, cycle 2 must not write).
+*forwarded* over its stale output. An update whose cycle 2 does not write leaves the entry as
+it was.
 
-``cleared_by_reset``: a per-entry valid bit (a register, cleared by reset) makes every entry
-read as 0 until it is written again, so that a reset forgets the memory's contents without a
-sweep. Extra read ports (``extra_reads``) read the memory as it is, one cycle later, with the
-valid bit beside the data (``x_ok``), unregistered: the user registers them.
+``ram_style`` is passed to the synthesis tool (``"block"``, ``"distributed"``; every port is
+synchronous, so either works). ``cleared_by_reset``: a per-entry valid bit (a register,
+cleared by reset) makes every entry read as 0 until it is written again, so that a reset
+forgets the memory's contents without a sweep. Extra read ports (``extra_reads``) read the
+memory as it is, one cycle later, with the valid bit beside the data (``x_ok``), unregistered:
+the user registers them.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal
@@ -57,8 +59,8 @@ class RmwMemory(wiring.Component):
     """
 
     def __init__(self, shape, depth: int, *, extra_reads: int = 0,
-                 cleared_by_reset: bool = False):
-        self.shape, self.depth = shape, depth
+                 cleared_by_reset: bool = False, ram_style: str | None = None):
+        self.shape, self.depth, self.ram_style = shape, depth, ram_style
         self.extra_reads, self.cleared_by_reset = extra_reads, cleared_by_reset
         ports = {
             "addr": In(range(depth)),
@@ -78,7 +80,9 @@ class RmwMemory(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mem = mem = Memory(shape=self.shape, depth=self.depth, init=[])
+        attrs = {} if self.ram_style is None else {"ram_style": self.ram_style}
+        m.submodules.mem = mem = Memory(shape=self.shape, depth=self.depth, init=[],
+                                        attrs=attrs)
         wr = mem.write_port()
         rd = mem.read_port()
 
