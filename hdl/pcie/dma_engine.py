@@ -38,6 +38,7 @@ from partner.formats import EVENT, MAX_FLOWS, MAX_FRAME, MAX_PORTS
 from partner.hdl.core import host_rx_layout, host_tx_layout
 from partner.hdl.csr import CSRBus
 from partner.hdl.packet_fifo import PacketFIFO
+from partner.hdl.stream import packet_layout
 from partner.hdl.wire import layout
 from partner.pcie.formats import MAX_CHUNKS, MAX_RING_LOG2, DmaCounter
 
@@ -47,9 +48,10 @@ from .dma_moderation import IrqModeration
 from .dma_read import DmaReader
 from .dma_registers import ADDR_WIDTH, DmaRegisters
 from .dma_sequencer import DmaSequencer
+from .dma_slice import StreamSlice
 from .dma_write import DmaWriter
 from .request_arbiter import RequestArbiter
-from .tlp import WIDTHS, EndpointConfig, TlpStream
+from .tlp import WIDTHS, EndpointConfig, TlpStream, tlp_layout
 
 __all__ = ["ADDR_WIDTH", "DmaEngine"]
 
@@ -195,10 +197,18 @@ class DmaEngine(wiring.Component):
         wiring.connect(m, seq.rd_cmd, reader.cmd)
         wiring.connect(m, reader.data, seq.rd_data)
         wiring.connect(m, reader.status, seq.rd_status)
+        # Register slices cut the combinational paths through the arbiter and the writer's
+        # data input. None sits behind the writer: its `done` must mean the TLP was granted on
+        # `req` (the completion's MWr before the MSI-X write it announces). Reads may wait in
+        # a slice: no write of the engine depends on them.
+        m.submodules.wr_data_slice = wr_slice = StreamSlice(packet_layout(wb))
+        m.submodules.rd_req_slice = rd_slice = StreamSlice(tlp_layout(self.width))
         wiring.connect(m, seq.wr_cmd, writer.cmd)
-        wiring.connect(m, seq.wr_data, writer.data)
+        wiring.connect(m, seq.wr_data, wr_slice.i)
+        wiring.connect(m, wr_slice.o, writer.data)
         wiring.connect(m, writer.done, seq.wr_done)
-        wiring.connect(m, reader.req, arbiter.src[0])
+        wiring.connect(m, reader.req, rd_slice.i)
+        wiring.connect(m, rd_slice.o, arbiter.src[0])
         wiring.connect(m, writer.req, arbiter.src[1])
         wiring.connect(m, arbiter.out, wiring.flipped(self.req))
         wiring.connect(m, wiring.flipped(self.cpl), reader.cpl)
