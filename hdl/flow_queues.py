@@ -174,9 +174,14 @@ class FlowQueues(wiring.Component):
         # memories that are read synchronously go to block RAM, except small byte totals.
         totals_style = "distributed" if n <= 32 else "block"
         m.submodules.admitted = adm = RmwMemory(acc_bits, n, extra_reads=1,
-                                                cleared_by_reset=True, ram_style=totals_style)
+                                                ram_style=totals_style)
         m.submodules.released = rel = RmwMemory(acc_bits, n, extra_reads=2,
-                                                cleared_by_reset=True, ram_style=totals_style)
+                                                ram_style=totals_style)
+        # Flows admitted to since reset. The released total and the dequeue count are the
+        # references that a reset does not clear: a flow's first admission starts its admitted
+        # total from its released total, its first commit its committed count from its dequeue
+        # count, so that its bytes in use and its queue are empty without a memory sweep.
+        seen = Signal(n)
         m.submodules.enq_counters = enq = RmwMemory(_ENQ_COUNTERS, n, extra_reads=1,
                                                     ram_style="block")
         m.submodules.deq_counters = deq = RmwMemory(32, n, extra_reads=1, ram_style="block")
@@ -188,7 +193,6 @@ class FlowQueues(wiring.Component):
         enq_count_wr = enq_count_mem.write_port()
         enq_count_rd = enq_count_mem.read_port(domain="comb")
         enq_count_sched = enq_count_mem.read_port(domain="comb")
-        enq_count_ok = Signal(n)  # entry written since reset (else the count reads as 0)
 
         free_avail = Signal(range(cells + 1), init=cells)
         m.d.comb += self.free_cells.eq(free_avail)
@@ -278,7 +282,6 @@ class FlowQueues(wiring.Component):
             cells_left=stage("s2_cells_left", w_cells.shape(), w_cells),
             quota=stage("s2_quota", len(self.cfg_quota_bytes), quota_rd.data),
             rel=stage("s2_rel", acc_bits, rel.x_data[0]),
-            rel_ok=stage("s2_rel_ok", 1, rel.x_ok[0]),
         )
         # -- stage 2: headroom = quota - length; the admitted-bytes update starts --------------
         headroom = Signal(signed(len(self.cfg_quota_bytes) + 1))
@@ -305,10 +308,12 @@ class FlowQueues(wiring.Component):
         hmax = (1 << (acc_bits - 1)) - 1
         h = s3["headroom"]
         bound = Signal(acc_bits)
-        m.d.comb += [bound.eq(Mux(s3["rel_ok"], s3["rel"], 0)
-                              + Mux(h > hmax, hmax, h[:acc_bits])),
+        m.d.comb += [bound.eq(s3["rel"] + Mux(h > hmax, hmax, h[:acc_bits])),
                      enq.addr.eq(s3["flow"])]
-        s4 = follow(s3, 4, drop=("rel", "rel_ok", "headroom", "closed", "give"))
+        s4 = follow(s3, 4, drop=("headroom", "closed", "give"))
+        # A first beat of a flow not admitted to since reset (the decisions of the last three
+        # cycles are forwarded by the admitted-bytes memory, older ones are in `seen`).
+        s4["fresh"] = stage("s4_fresh", 1, s3["start"] & ~seen.bit_select(s3["flow"], 1))
         stored = Signal(LEN_BITS)
         m.d.comb += stored.eq(s3["len"] - s3["give"])
         s4["stored"] = stage("s4_stored", LEN_BITS, stored)
@@ -335,7 +340,15 @@ class FlowQueues(wiring.Component):
         act = s4["valid"] & admitted & (s4["start"] | s4["last"])
         with m.If(s4["valid"] & s4["start"]):
             m.d.sync += w_admit.eq(admit)
-        m.d.comb += [adm.new.eq(adm.old + s4["bytes_if"]), adm.write.eq(act)]
+        m.d.comb += [adm.new.eq(adm.old + s4["bytes_if"]), adm.write.eq(act),
+                     adm.fresh.eq(s4["fresh"]), adm.init.eq(s4["rel"])]
+        with m.If(act):
+            m.d.sync += seen.bit_select(s4["flow"], 1).eq(1)
+        # Whether the frame is the first of its flow since reset, for its commit.
+        w_fresh = Signal()
+        frame_fresh = Mux(s4["start"], s4["fresh"], w_fresh)
+        with m.If(s4["valid"] & s4["start"]):
+            m.d.sync += w_fresh.eq(s4["fresh"])
 
         # Free cells: this beat's reservation or give-back, and a release (see below). Both
         # outcomes are summed before `act` is known, which then only selects.
@@ -401,15 +414,14 @@ class FlowQueues(wiring.Component):
         m.d.comb += [tail_rd.addr.eq(f4), enq_count_rd.addr.eq(f4), sched.q_flow.eq(f4)]
         m.d.sync += [
             tail5.eq(Mux(same, first_cell, tail_rd.data)),
-            enq5.eq(Mux(same, enq5 + 1, Mux(enq_count_ok.bit_select(f4, 1),
-                                            enq_count_rd.data, 0))),
+            enq5.eq(Mux(same, enq5 + 1, Mux(frame_fresh, sched.q_deq_count,
+                                            enq_count_rd.data))),
             deq5.eq(Mux(sched.sel & (sched.sel_flow == f4), sched.sel_count,
                         sched.q_deq_count)),
         ]
         m.d.comb += [
             enq_count_sched.addr.eq(sched.count_flow),
-            sched.enq_count.eq(Mux(enq_count_ok.bit_select(sched.count_flow, 1),
-                                   enq_count_sched.data, 0)),
+            sched.enq_count.eq(enq_count_sched.data),
             sched.enq_bump.eq(commit & (cflow == sched.count_flow)),
         ]
         # The scheduler's flow is constant from S1 on, so its match is registered a cycle early.
@@ -425,8 +437,6 @@ class FlowQueues(wiring.Component):
             enq_count_wr.addr.eq(cflow), enq_count_wr.data.eq(enq5 + 1),
             enq_count_wr.en.eq(commit),
         ]
-        with m.If(commit):
-            m.d.sync += enq_count_ok.bit_select(cflow, 1).eq(1)
 
         # -- the one-frame lookahead slot, filled by the scheduler -----------------------------
         slot_valid = Signal()
@@ -523,9 +533,10 @@ class FlowQueues(wiring.Component):
         m.d.sync += self.frames_queued.eq(self.frames_queued + commit - rel_valid[7])
 
         # -- counter read port ----------------------------------------------------------------
-        c_adm, c_rel = Signal(acc_bits), Signal(acc_bits)
-        m.d.sync += [c_adm.eq(Mux(adm.x_ok[0], adm.x_data[0], 0)),
-                     c_rel.eq(Mux(rel.x_ok[1], rel.x_data[1], 0))]
+        c_adm, c_rel, c_seen = Signal(acc_bits), Signal(acc_bits), Signal()
+        m.d.sync += [c_seen.eq(seen.bit_select(self.c_flow, 1)),
+                     c_adm.eq(Mux(c_seen, adm.x_data[0], rel.x_data[1])),
+                     c_rel.eq(rel.x_data[1])]
         m.d.comb += [
             adm.x_addr[0].eq(self.c_flow), rel.x_addr[1].eq(self.c_flow),
             enq.x_addr[0].eq(self.c_flow), deq.x_addr[0].eq(self.c_flow),

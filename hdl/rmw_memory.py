@@ -21,11 +21,10 @@ updates wrote the same entry: the values of the three writes the memory read mis
 it was.
 
 ``ram_style`` is passed to the synthesis tool (``"block"``, ``"distributed"``; every port is
-synchronous, so either works). ``cleared_by_reset``: a per-entry valid bit (a register,
-cleared by reset) makes every entry read as 0 until it is written again, so that a reset
-forgets the memory's contents without a sweep. Extra read ports (``extra_reads``) read the
-memory as it is, one cycle later, with the valid bit beside the data (``x_ok``), unregistered:
-the user registers them.
+synchronous, so either works). ``fresh``/``init`` (cycle 2) let the user give an entry its
+value when the memory's content does not count (an entry not written since reset): ``old`` is
+then ``init`` unless a forwarded write hit the entry. Extra read ports (``extra_reads``) read
+the memory as it is, one cycle later, unregistered: the user registers them.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal
@@ -51,17 +50,18 @@ class RmwMemory(wiring.Component):
         selected value.
     new : ``In(shape)``, write : ``In(1)``
         Cycle 2: store ``new`` into the entry.
-    x_addr, x_data, x_ok : extra read ports (``ArrayLayout``\\ s of ``extra_reads``)
+    fresh : ``In(1)``; init : ``In(shape)``
+        Cycle 2: the stored value does not count, ``init`` does (forwarded writes still do).
+    x_addr, x_data : extra read ports (``ArrayLayout``\\ s of ``extra_reads``)
         ``x_data[k]`` is entry ``x_addr[k]`` of the previous cycle, as stored in the memory at
         the start of the previous cycle (no forwarding: a write decided in cycle 2 reaches
-        the memory at the end of the next cycle); ``x_ok[k]`` its valid bit (always 1 without
-        ``cleared_by_reset``).
+        the memory at the end of the next cycle).
     """
 
     def __init__(self, shape, depth: int, *, extra_reads: int = 0,
-                 cleared_by_reset: bool = False, ram_style: str | None = None):
+                 ram_style: str | None = None):
         self.shape, self.depth, self.ram_style = shape, depth, ram_style
-        self.extra_reads, self.cleared_by_reset = extra_reads, cleared_by_reset
+        self.extra_reads = extra_reads
         ports = {
             "addr": In(range(depth)),
             "old": Out(shape),
@@ -69,12 +69,13 @@ class RmwMemory(wiring.Component):
             "old_from": Out(4),
             "new": In(shape),
             "write": In(1),
+            "fresh": In(1),
+            "init": In(shape),
         }
         if extra_reads:
             ports.update({
                 "x_addr": In(data.ArrayLayout(range(depth), extra_reads)),
                 "x_data": Out(data.ArrayLayout(shape, extra_reads)),
-                "x_ok": Out(extra_reads),
             })
         super().__init__(ports)
 
@@ -109,16 +110,7 @@ class RmwMemory(wiring.Component):
         m.d.comb += [wr.addr.eq(p1_addr), wr.data.eq(p1_data), wr.en.eq(p1_en)]
 
         stored = Signal(self.shape)
-        if self.cleared_by_reset:
-            # Set at the edge the entry is stored; sampled at the edge the memory is read.
-            ok = Signal(self.depth)
-            ok1, ok2 = Signal(), Signal()
-            m.d.sync += [ok1.eq(ok.bit_select(self.addr, 1)), ok2.eq(ok1)]
-            with m.If(p1_en):
-                m.d.sync += ok.bit_select(p1_addr, 1).eq(1)
-            m.d.comb += stored.eq(Mux(ok2, d1, 0))
-        else:
-            m.d.comb += stored.eq(d1)
+        m.d.comb += stored.eq(Mux(self.fresh, self.init, d1))
         take1 = p1_en & hit1
         take2 = ~take1 & p2_en & hit2
         take3 = ~take1 & ~take2 & p3_en & hit3
@@ -132,8 +124,4 @@ class RmwMemory(wiring.Component):
         for k in range(self.extra_reads):
             x = mem.read_port()
             m.d.comb += [x.addr.eq(self.x_addr[k]), self.x_data[k].eq(x.data)]
-            if self.cleared_by_reset:
-                m.d.sync += self.x_ok[k].eq(ok.bit_select(self.x_addr[k], 1))
-            else:
-                m.d.comb += self.x_ok[k].eq(1)
         return m

@@ -82,11 +82,11 @@ class Scheduler(wiring.Component):
         The class and weight of ``act_flow`` now (combinational): the activation carries them.
         An activation can be taken by the scheduler from the fourth cycle after ``act_valid``.
     count_flow : ``Out(range(flows))``; enq_count : ``In(count_bits)``
-        Frames ever committed to ``count_flow`` (wrapping, 0 after reset), combinational;
-        ``enq_bump``: one more is committed at this edge.
+        Frames committed to ``count_flow`` (wrapping), combinational; ``enq_bump``: one more
+        is committed at this edge. Only read for flows in a list.
     q_flow : ``In(range(flows))``; q_deq_count : ``Out(count_bits)``
-        Frames ever dequeued from ``q_flow`` (wrapping, 0 after reset), combinational from the
-        address (LUT RAM).
+        Frames dequeued from ``q_flow`` (wrapping), combinational from the address (LUT RAM).
+        Not cleared by reset: the queues start a flow's committed count from it.
     sel : ``Out(1)``
         A frame is dequeued at this edge: ``sel_flow``, ``sel_frame``.
     sel_emptying : ``Out(1)``
@@ -168,7 +168,6 @@ class Scheduler(wiring.Component):
                                                 attrs=lut)
         deq_wr = deq_mem.write_port()
         deq_rd, deq_q = deq_mem.read_port(domain="comb"), deq_mem.read_port(domain="comb")
-        deq_ok = Signal(n)  # entry written since reset (else the count reads as 0)
 
         def quantum_of(weight):
             return Mux(weight == 0, 1, weight) << lq
@@ -245,7 +244,7 @@ class Scheduler(wiring.Component):
             m.d.sync += [head.eq(head_rd.data), deficit.eq(deficit_rd.data),
                          link.eq(link_rd.data), st_cls.eq(conf_rd.data.cls),
                          st_weight.eq(conf_rd.data.weight),
-                         deq_now.eq(Mux(deq_ok.bit_select(st_f, 1), deq_rd.data, 0)),
+                         deq_now.eq(deq_rd.data),
                          enq_now.eq(self.enq_count)]
         bump1 = Signal()
         m.d.sync += bump1.eq(self.enq_bump)
@@ -291,10 +290,8 @@ class Scheduler(wiring.Component):
             self.nx_addr.eq(head.cell), self.nx_en.eq(send),
             deq_wr.addr.eq(st_f), deq_wr.data.eq(deq_next), deq_wr.en.eq(send),
             deq_q.addr.eq(self.q_flow),
-            self.q_deq_count.eq(Mux(deq_ok.bit_select(self.q_flow, 1), deq_q.data, 0)),
+            self.q_deq_count.eq(deq_q.data),
         ]
-        with m.If(send):
-            m.d.sync += deq_ok.bit_select(st_f, 1).eq(1)
         m.d.sync += [s4.eq(send & ~emptying), s5.eq(s4)]
 
         # S4: register the next frame; S5: store it, end the turn if it does not fit.
