@@ -108,8 +108,7 @@ class _Access:
         self.r_stb = Signal(name="acc_r_stb")
         self.w_stb = Signal(name="acc_w_stb")
         self.w_data = Signal(32, name="acc_w_data")
-        m.d.sync += [self.addr.eq(Mux(bus.r_stb | bus.w_stb, bus.addr, self.addr)),
-                     self.r_stb.eq(bus.r_stb), self.w_stb.eq(bus.w_stb),
+        m.d.sync += [self.addr.eq(bus.addr), self.r_stb.eq(bus.r_stb), self.w_stb.eq(bus.w_stb),
                      self.w_data.eq(bus.w_data)]
 
 
@@ -183,18 +182,21 @@ class DmaRegisters(wiring.Component):
         # cycle after `r_stb`, as `CSRBus` requires).
         acc = _Access(m, bus)
 
-        # -- which ring and field a CSR access is about ---------------------------------------
+        # -- which ring and field a CSR access is about: decoded from the bus, registered with
+        # the access ------------------------------------------------------------------------
         field_hit = {f: Signal(name=f"hit_{f}") for f in _FIELDS}
         csr_ring = Signal(range(n))
+        for f in _FIELDS:
+            m.d.sync += field_hit[f].eq(0)
         for prefix, first, count in (("rx", 0, self.rx_rings), ("tx", R, self.tx_rings)):
             for f in _FIELDS:
                 start = _word(f"{prefix}_{f}")
-                inside = (acc.addr >= start) & (acc.addr < start + count)
+                inside = (bus.addr >= start) & (bus.addr < start + count)
                 with m.If(inside):
-                    m.d.comb += [field_hit[f].eq(1), csr_ring.eq(acc.addr - start + first)]
+                    m.d.sync += [field_hit[f].eq(1), csr_ring.eq(bus.addr - start + first)]
         for name, f in _EVENT_FIELDS.items():
-            with m.If(acc.addr == _word(name)):
-                m.d.comb += [field_hit[f].eq(1), csr_ring.eq(E)]
+            with m.If(bus.addr == _word(name)):
+                m.d.sync += [field_hit[f].eq(1), csr_ring.eq(E)]
 
         # The CSR accesses that write ring memories: the engine's updates wait for them.
         any_ring_field = 0
