@@ -313,7 +313,9 @@ class FlowQueues(wiring.Component):
         s4 = follow(s3, 4, drop=("headroom", "closed", "give"))
         # A first beat of a flow not admitted to since reset (the decisions of the last three
         # cycles are forwarded by the admitted-bytes memory, older ones are in `seen`).
-        s4["fresh"] = stage("s4_fresh", 1, s3["start"] & ~seen.bit_select(s3["flow"], 1))
+        seen_set, seen_flow = Signal(), Signal(range(n))  # the decision of the last cycle
+        s4["fresh"] = stage("s4_fresh", 1, s3["start"] & ~seen.bit_select(s3["flow"], 1)
+                            & ~(seen_set & (seen_flow == s3["flow"])))
         stored = Signal(LEN_BITS)
         m.d.comb += stored.eq(s3["len"] - s3["give"])
         s4["stored"] = stage("s4_stored", LEN_BITS, stored)
@@ -342,8 +344,11 @@ class FlowQueues(wiring.Component):
             m.d.sync += w_admit.eq(admit)
         m.d.comb += [adm.new.eq(adm.old + s4["bytes_if"]), adm.write.eq(act),
                      adm.fresh.eq(s4["fresh"]), adm.init.eq(s4["rel"])]
-        with m.If(act):
-            m.d.sync += seen.bit_select(s4["flow"], 1).eq(1)
+        # Set a cycle late (off the decision's path; the decision of the last cycle is
+        # compared separately above).
+        m.d.sync += [seen_set.eq(act), seen_flow.eq(s4["flow"])]
+        with m.If(seen_set):
+            m.d.sync += seen.bit_select(seen_flow, 1).eq(1)
         # Whether the frame is the first of its flow since reset, for its commit.
         w_fresh = Signal()
         frame_fresh = Mux(s4["start"], s4["fresh"], w_fresh)
