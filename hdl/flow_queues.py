@@ -10,15 +10,17 @@ The first beat decides (*early drop*): the frame is admitted if its flow's quota
 ``ceil(length / cell_bytes)`` cells it needs; otherwise all its beats are discarded and the
 drop is counted by cause. ``i_stream.ready`` is always 1: no flow can hold up another.
 
-The writer has two stages. Stage 1 takes the admission decision from registered state, with
-the accounting of the beat in stage 2 forwarded to it (so back-to-back frames of one flow are
-charged correctly); stage 2 takes cells from a free-cell allocator (`partner.hdl.cell_buffer`),
-writes the beat into its cell of ``cell_bytes`` bytes, chains cells through a link memory,
-updates the counters and, at the last beat, queues the frame: only then can the scheduler
-(`partner.hdl.scheduler`) select it. The output reads frames cell by cell and returns each cell
-to the allocator as soon as it has been read; a frame's bytes and cells count as free for
-admission once its last beat has left (`partner.sim.models.flow_queues.FlowQueuesCycleModel`
-has the exact timing).
+The writer has five stages: the beat is registered with its flow's quota and released bytes
+(read from block RAM), framed, compared (``quota - length``, then a bound relative to the
+released bytes), decided on in stage 4 (one subtraction against each forwarded value of the
+flow's admitted bytes, and the free-cell count), and in stage 5 written: cells come from a
+free-cell allocator (`partner.hdl.cell_buffer`), beats go into their cells of ``cell_bytes``
+bytes, cells are chained through a link memory, counters are updated and, at the last beat,
+the frame is queued: linked behind its flow's tail frame, or handed to the scheduler
+(`partner.hdl.scheduler`) as an activation if the queue was empty. The output reads frames
+cell by cell and returns each cell to the allocator as soon as it has been read; a frame's
+bytes and cells count as free for admission a few cycles after its last beat has left
+(`partner.sim.models.flow_queues.FlowQueuesCycleModel` has the exact timing).
 
 ``i_length`` must be the frame's byte count. Should the beats disagree, the structure stays
 sound: beats beyond ``ceil(length / width)`` are discarded (the frame is cut to ``length``), a
@@ -26,8 +28,10 @@ frame that ends early is kept with the bytes it had (non-last beats count as ful
 difference is given back to the quota and the buffer when it commits.
 
 Memories (``amaranth.lib.memory.Memory``): cell data, cell links, per-frame metadata, per-frame
-"next frame" pointers, quotas, counters, free-cell FIFO. Per-flow queue state (frame count,
-head, tail, bytes in use) and the scheduler's per-flow state are registers. See docs/queues.md.
+"next frame" pointers, free-cell FIFO, and every per-flow state, each with one writer: quotas,
+admitted and released bytes and counters (`partner.hdl.rmw_memory`), tail frames and committed
+counts here, and the scheduler's own. Registers per flow: one bit, "admitted since reset".
+See docs/queues.md.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
@@ -90,7 +94,7 @@ class FlowQueues(wiring.Component):
     c_flow : ``In(range(flows))``; counter read address.
     c_enq_frames, c_enq_bytes, c_drop_quota, c_drop_nobuf, c_deq_frames : ``Out(32)``
         Counters of flow ``c_flow`` one cycle earlier (wrapping).
-    c_bytes_in_use : bytes of flow ``c_flow`` held in the buffer, one cycle later.
+    c_bytes_in_use : bytes of flow ``c_flow`` held in the buffer, two cycles later.
     o_dropped : ``Out(1)``; a one-cycle strobe per frame dropped (quota or buffer).
     free_cells : cells not reserved by any frame.
     frames_queued : frames committed and not yet fully sent.
