@@ -37,9 +37,9 @@ The scheduler is a small state machine; each cycle it is idle it either
          its list (the step ends). Otherwise ``f`` gets one more quantum and goes to the tail
          of its class's list (a *wasted* step: nothing selected; it ends)
   S4     the next-frame memory's output is registered
-  S5     ``f``'s new head frame is stored; if it does not fit the deficit left, ``f`` goes to
-         the tail of its class's list with one more quantum (DRR's end of a turn), otherwise
-         it stays at the front with the deficit left
+  S5     ``f``'s new head frame is stored and compared with the deficit left
+  S6     if it does not fit, ``f`` goes to the tail of its class's list with one more quantum
+         (DRR's end of a turn), otherwise it stays at the front with the deficit left
   ====== ================================================================================
 
 A step uses the class and weight ``f`` had in S1; a class change therefore moves the flow at
@@ -213,9 +213,9 @@ class Scheduler(wiring.Component):
         lnon = Signal(nc)  # list c is not empty
 
         # -- state machine ---------------------------------------------------------------------
-        # One flag per cycle of a step: S1 read, S2 compute, S3 decide, S4 and S5 (see above).
-        s1, s2, s3, s4, s5 = Signal(), Signal(), Signal(), Signal(), Signal()
-        idle = ~(s1 | s2 | s3 | s4 | s5)
+        # One flag per cycle of a step: S1 read, S2 compute, S3 decide, S4 to S6 (see above).
+        s1, s2, s3, s4, s5, s6 = (Signal(name=f"s{k}") for k in range(1, 7))
+        idle = ~(s1 | s2 | s3 | s4 | s5 | s6)
         m.d.comb += [pop.eq(idle & v2), self.busy.eq(~idle | v1 | v2 | (rp != wp))]
         start = idle & ~v2 & self.step_en & lnon.any()
         m.d.sync += [s1.eq(start), s2.eq(s1), s3.eq(s2)]
@@ -292,13 +292,16 @@ class Scheduler(wiring.Component):
             deq_q.addr.eq(self.q_flow),
             self.q_deq_count.eq(deq_q.data),
         ]
-        m.d.sync += [s4.eq(send & ~emptying), s5.eq(s4)]
+        m.d.sync += [s4.eq(send & ~emptying), s5.eq(s4), s6.eq(s5)]
 
-        # S4: register the next frame; S5: store it, end the turn if it does not fit.
+        # S4: register the next frame; S5: store it, compare; S6: end the turn if it does not
+        # fit.
         nx = Signal(ref)
         with m.If(s4):
             m.d.sync += nx.eq(self.nx_data)
-        turn_ends = s5 & (nx.len > left)
+        ends = Signal()
+        m.d.sync += ends.eq(s5 & (nx.len > left))
+        turn_ends = s6 & ends
 
         # List updates: pop the front of the step's class, then append a flow to a class.
         # Everything but the final condition is in registers (one-hot classes), so that
@@ -342,7 +345,7 @@ class Scheduler(wiring.Component):
                          head_wr.data.eq(nx), head_wr.en.eq(s5)]
             with m.If(s3 & ~fits):
                 m.d.comb += [deficit_wr.data.eq(refilled), deficit_wr.en.eq(1)]
-            with m.If(s5):
-                m.d.comb += [deficit_wr.data.eq(Mux(turn_ends, left_refilled, left)),
+            with m.If(s6):
+                m.d.comb += [deficit_wr.data.eq(Mux(ends, left_refilled, left)),
                              deficit_wr.en.eq(1)]
         return m

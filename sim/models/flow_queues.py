@@ -220,8 +220,8 @@ class FlowQueuesCycleModel:
       (the flow joins its class's list), else starts a step if the one-frame lookahead slot is
       empty and a list is not: S0 = *t* picks the front flow, S1 = *t+1* reads its deficit,
       head frame, class and weight, S3 = *t+3* sends the head frame into the slot (in it from
-      *t+4*; a wasted step ends here, and so does a step that emptied the queue), S5 = *t+5*
-      ends the flow's turn if its next frame does not fit; idle again at *t+6*;
+      *t+4*; a wasted step ends here, and so does a step that emptied the queue), S6 = *t+6*
+      ends the flow's turn if its next frame does not fit; idle again at *t+7*;
     * the output register is reloaded whenever it is empty or being emptied: with the next beat
       of the current frame, else with the first beat of the frame in the slot;
     * a frame whose last beat leaves at edge *r* is released at edge *r+7*: first beats
@@ -303,7 +303,7 @@ class FlowQueuesCycleModel:
             if not core.queue[f]:  # emptied: the flow has left its list
                 self.sched = None
             return frame
-        if state == 5:  # S5: the turn ends if the next frame does not fit
+        if state == 6:  # S6: the turn ends if the next frame does not fit
             nxt = core.queue[f][0]  # committed before the step's dequeue
             if nxt.stored_len > st["left"]:
                 core.end_turn(c, f, st["left"] + st["q"], st["cls"])
