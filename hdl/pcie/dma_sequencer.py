@@ -63,6 +63,7 @@ from partner.pcie.formats import (
 from partner.tlp import CompletionStatus
 
 from ..stream import PacketStream
+from .dma_entries import EntryReader, EntryWriter
 from .dma_events import event_record_layout
 from .dma_read import read_command_layout, read_status_layout
 from .dma_repack import Repacker
@@ -206,28 +207,14 @@ class DmaSequencer(wiring.Component):
         m.d.sync += outstanding.eq(outstanding + wr_taken - done_now)
 
         # -- descriptor entries from the read data --------------------------------------------
-        entry = Signal(128)
-        entry_valid = Signal()
-        lo = Signal(64)
-        half = Signal()
+        m.submodules.entries_in = entries_in = EntryReader(wb)
         receiving = Signal()
         rd = self.rd_data
-        if wb == 8:
-            m.d.comb += [rd.ready.eq(receiving), entry.eq(Cat(lo, rd.payload.data))]
-            with m.If(rd.valid & receiving):
-                m.d.sync += [lo.eq(rd.payload.data), half.eq(~half)]
-                m.d.comb += entry_valid.eq(half)
-        elif wb == 16:
-            m.d.comb += [rd.ready.eq(receiving), entry.eq(rd.payload.data),
-                         entry_valid.eq(rd.valid & receiving)]
-        else:
-            m.d.comb += [
-                entry.eq(Mux(half, rd.payload.data[128:], rd.payload.data[:128])),
-                entry_valid.eq(rd.valid & receiving),
-                rd.ready.eq(receiving & (half | (rd.payload.nbytes <= 16))),
-            ]
-            with m.If(rd.valid & receiving):
-                m.d.sync += half.eq(~half & (rd.payload.nbytes > 16))
+        entry, entry_valid = entries_in.entry, entries_in.valid
+        with m.If(receiving):
+            m.d.comb += [entries_in.data.valid.eq(rd.valid),
+                         entries_in.data.payload.eq(rd.payload),
+                         rd.ready.eq(entries_in.data.ready)]
 
         rx_free = data.View(layout(RX_FREE), entry)
         tx_desc = data.View(layout(TX_DESCRIPTOR), entry)
@@ -265,24 +252,13 @@ class DmaSequencer(wiring.Component):
         # Repacker output: the writer (RX data) or the TX buffer (TX data).
         statuses_in = Signal()
         tx_error = Signal()
-        entry_out = Signal()  # the completion entry is being sent to the writer
+        m.submodules.entries_out = entries_out = EntryWriter(wb)
+        entry_out = entries_out.busy  # the completion entry is being sent to the writer
         out_entry = Signal(128)
-        out_beat = Signal(range(3))
         entry_bytes = Signal(5)
+        m.d.comb += [entries_out.entry.eq(out_entry), entries_out.nbytes.eq(entry_bytes)]
         with m.If(entry_out):
-            beats = 1 if wb >= 16 else 2
-            last = Mux(entry_bytes == 8, 1, beats) - 1
-            m.d.comb += [
-                self.wr_data.valid.eq(1),
-                self.wr_data.payload.data.eq((out_entry >> (out_beat * 64))[:8 * wb]),
-                self.wr_data.payload.nbytes.eq(Mux(entry_bytes < wb, entry_bytes, wb)),
-                self.wr_data.payload.first.eq(out_beat == 0),
-                self.wr_data.payload.last.eq(out_beat == last),
-            ]
-            with m.If(self.wr_data.ready):
-                m.d.sync += out_beat.eq(Mux(out_beat == last, 0, out_beat + 1))
-                with m.If(out_beat == last):
-                    m.d.sync += entry_out.eq(0)
+            wiring.connect(m, entries_out.o, wiring.flipped(self.wr_data))
         with m.Elif(~is_tx):
             wiring.connect(m, repack.o, wiring.flipped(self.wr_data))
         with m.Else():
@@ -352,7 +328,7 @@ class DmaSequencer(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += self.idle.eq(outstanding == 0)
                 m.d.sync += [count.eq(0), chain_done.eq(0), zero.eq(0), total.eq(0),
-                             fetch_error.eq(0), half.eq(0), truncated.eq(0), tx_error.eq(0),
+                             fetch_error.eq(0), truncated.eq(0), tx_error.eq(0),
                              rd_statuses.eq(0), used.eq(0), written_bytes.eq(0)]
                 with m.If(self.enable & ~self.resetting):
                     with m.If(event_ready):
@@ -396,8 +372,8 @@ class DmaSequencer(wiring.Component):
             with m.State("FETCH_ISSUE"):
                 m.d.comb += self.rd_cmd.valid.eq(1)
                 with m.If(self.rd_cmd.ready):
-                    m.d.sync += [batch_idx.eq(idx), batch_got.eq(0), idx.eq(idx + batch_n),
-                                 half.eq(0)]
+                    m.d.sync += [batch_idx.eq(idx), batch_got.eq(0), idx.eq(idx + batch_n)]
+                    m.d.comb += entries_in.restart.eq(1)
                     m.next = "RECV"
             with m.State("RECV"):
                 m.d.comb += receiving.eq(1)
@@ -542,7 +518,7 @@ class DmaSequencer(wiring.Component):
             with m.State("COMPLETE"):
                 m.d.comb += self.wr_cmd.valid.eq(1)
                 with m.If(self.wr_cmd.ready):
-                    m.d.sync += [entry_out.eq(1), out_beat.eq(0)]
+                    m.d.comb += entries_out.start.eq(1)
                     m.next = "WAIT_DONE"
             with m.State("WAIT_DONE"), m.If(~entry_out & (outstanding == 0)):
                 m.next = "FINISH"
