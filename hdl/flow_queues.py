@@ -178,7 +178,7 @@ class FlowQueues(wiring.Component):
         # memories that are read synchronously go to block RAM, except small byte totals.
         totals_style = "distributed" if n <= 32 else "block"
         m.submodules.admitted = adm = RmwMemory(acc_bits, n, extra_reads=1,
-                                                ram_style=totals_style)
+                                                ram_style=totals_style, candidates=True)
         m.submodules.released = rel = RmwMemory(acc_bits, n, extra_reads=2,
                                                 ram_style=totals_style)
         # Flows admitted to since reset. The released total and the dequeue count are the

@@ -44,7 +44,7 @@ class RmwMemory(wiring.Component):
         Cycle 0: the entry an update starts on.
     old : ``Out(shape)``
         Cycle 2: its current value (forwarded from the previous updates).
-    old_candidates, old_from : ``Out``
+    old_candidates, old_from : ``Out`` (with ``candidates``)
         Cycle 2: ``old`` is ``old_candidates[k]`` for the one bit ``k`` set in ``old_from``
         (from registers), for users that compute on all four in parallel rather than on the
         selected value.
@@ -59,19 +59,22 @@ class RmwMemory(wiring.Component):
     """
 
     def __init__(self, shape, depth: int, *, extra_reads: int = 0,
-                 ram_style: str | None = None):
+                 ram_style: str | None = None, candidates: bool = False):
         self.shape, self.depth, self.ram_style = shape, depth, ram_style
-        self.extra_reads = extra_reads
+        self.extra_reads, self.candidates = extra_reads, candidates
         ports = {
             "addr": In(range(depth)),
             "old": Out(shape),
-            "old_candidates": Out(data.ArrayLayout(shape, 4)),
-            "old_from": Out(4),
             "new": In(shape),
             "write": In(1),
             "fresh": In(1),
             "init": In(shape),
         }
+        if candidates:
+            ports.update({
+                "old_candidates": Out(data.ArrayLayout(shape, 4)),
+                "old_from": Out(4),
+            })
         if extra_reads:
             ports.update({
                 "x_addr": In(data.ArrayLayout(range(depth), extra_reads)),
@@ -114,12 +117,14 @@ class RmwMemory(wiring.Component):
         take1 = p1_en & hit1
         take2 = ~take1 & p2_en & hit2
         take3 = ~take1 & ~take2 & p3_en & hit3
-        m.d.comb += [
-            self.old.eq(Mux(take1, p1_data, Mux(take2, p2_data, Mux(take3, p3_data, stored)))),
-            self.old_from.eq(Cat(take1, take2, take3, ~(take1 | take2 | take3))),
-            self.old_candidates[0].eq(p1_data), self.old_candidates[1].eq(p2_data),
-            self.old_candidates[2].eq(p3_data), self.old_candidates[3].eq(stored),
-        ]
+        m.d.comb += self.old.eq(Mux(take1, p1_data, Mux(take2, p2_data,
+                                                        Mux(take3, p3_data, stored))))
+        if self.candidates:
+            m.d.comb += [
+                self.old_from.eq(Cat(take1, take2, take3, ~(take1 | take2 | take3))),
+                self.old_candidates[0].eq(p1_data), self.old_candidates[1].eq(p2_data),
+                self.old_candidates[2].eq(p3_data), self.old_candidates[3].eq(stored),
+            ]
 
         for k in range(self.extra_reads):
             x = mem.read_port()
