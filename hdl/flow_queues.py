@@ -169,26 +169,27 @@ class FlowQueues(wiring.Component):
         next_wr, next_rd = next_mem.write_port(), next_mem.read_port()
         m.submodules.meta_mem = meta_mem = Memory(shape=self.meta_shape, depth=cells, init=[])
         meta_wr, meta_rd = meta_mem.write_port(), meta_mem.read_port()
+        # LUT RAM costs about six LUTs per 64 bits on the ECP5, a block RAM 18 Kbit (of 108 on
+        # a 45F, shared by every block of the device): per-flow memories that are read
+        # synchronously go to LUT RAM up to 32 flows, to block RAM beyond.
+        style = "distributed" if n <= 32 else "block"
         m.submodules.quota_mem = quota_mem = Memory(
-            shape=len(self.cfg_quota_bytes), depth=n, init=[], attrs={"ram_style": "block"})
+            shape=len(self.cfg_quota_bytes), depth=n, init=[], attrs={"ram_style": style})
         quota_wr, quota_rd = quota_mem.write_port(), quota_mem.read_port()
         # Per-flow byte totals, one writer each: bytes admitted (the writer) and bytes released
         # (the output side); bytes in use = admitted - released.
-        # LUT RAM costs about six LUTs per 64 bits on the ECP5, a block RAM 18 Kbit: per-flow
-        # memories that are read synchronously go to block RAM, except small byte totals.
-        totals_style = "distributed" if n <= 32 else "block"
         m.submodules.admitted = adm = RmwMemory(acc_bits, n, extra_reads=1,
-                                                ram_style=totals_style, candidates=True)
+                                                ram_style=style, candidates=True)
         m.submodules.released = rel = RmwMemory(acc_bits, n, extra_reads=2,
-                                                ram_style=totals_style)
+                                                ram_style=style)
         # Flows admitted to since reset. The released total and the dequeue count are the
         # references that a reset does not clear: a flow's first admission starts its admitted
         # total from its released total, its first commit its committed count from its dequeue
         # count, so that its bytes in use and its queue are empty without a memory sweep.
         seen = Signal(n)
         m.submodules.enq_counters = enq = RmwMemory(_ENQ_COUNTERS, n, extra_reads=1,
-                                                    ram_style="block")
-        m.submodules.deq_counters = deq = RmwMemory(32, n, extra_reads=1, ram_style="block")
+                                                    ram_style=style)
+        m.submodules.deq_counters = deq = RmwMemory(32, n, extra_reads=1, ram_style=style)
         # Per-flow queue state of the writer: the tail frame and the frames ever committed.
         m.submodules.tail_mem = tail_mem = Memory(shape=cbits, depth=n, init=[], attrs=lut)
         tail_wr, tail_rd = tail_mem.write_port(), tail_mem.read_port(domain="comb")

@@ -176,8 +176,10 @@ class Scheduler(wiring.Component):
         abits = ceil_log2(max(n, 2))
         act_layout = data.StructLayout({"flow": range(n), "frame": ref, "cls": range(nc),
                                         "weight": 8})
-        m.submodules.act_mem = act_mem = Memory(shape=act_layout, depth=1 << abits, init=[],
-                                                attrs={"ram_style": "block"})
+        # Read synchronously: LUT RAM while small, block RAM beyond 32 flows.
+        m.submodules.act_mem = act_mem = Memory(
+            shape=act_layout, depth=1 << abits, init=[],
+            attrs={"ram_style": "distributed" if n <= 32 else "block"})
         act_wr, act_rd = act_mem.write_port(), act_mem.read_port()
         wp, rp = Signal(abits + 1), Signal(abits + 1)
         # The entry is registered before it is written (off the path of the queues' decision).
