@@ -11,21 +11,26 @@ import os
 import struct
 
 import cocotb
-from cocotb.clock import Clock
 from cocotb.task import bridge
 from cocotb.triggers import ClockCycles
-from cocotbext.eth import XgmiiFrame, XgmiiSink, XgmiiSource
-from cocotbext.pcie.core import RootComplex
+from cocotbext.pcie.core.tlp import CplStatus
 
-from partner.pcie import PcieDevice
+from partner.pcie.formats import DmaEvent
 from partner.pvec import Pvec
-from partner.sim.pcie import PcieAdapter
-from partner.sim.pcie_bus import SimPcieBus
+from partner.sim.card import CardHarness
 
-PORTS = 2
-VECTORS = 4
 SEED = int(os.environ.get("CARD_SEED", "1"))
 BACKPRESSURE = float(os.environ.get("CARD_BACKPRESSURE", "1.0"))
+LINK = {  # CARD_LINK=MPS/MRRS[/split]: the link settings the run uses
+    "max_payload": 512, "max_read_request": None, "split_on_all_rcb": False}
+if link := os.environ.get("CARD_LINK"):
+    mps, mrrs, *split = link.split("/")
+    LINK = {"max_payload": int(mps), "max_read_request": int(mrrs),
+            "split_on_all_rcb": split == ["split"]}
+
+
+def harness(dut):
+    return CardHarness(dut, seed=SEED, backpressure=BACKPRESSURE, **LINK)
 
 
 def udp(dport: int, payload: bytes, sport: int = 1234) -> bytes:
@@ -35,52 +40,20 @@ def udp(dport: int, payload: bytes, sport: int = 1234) -> bytes:
             + struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload)
 
 
-async def start(dut):
-    Clock(dut.clk, 6.4, unit="ns").start()
-    dut.rst.value = 1
-    rc = RootComplex()
-    adapter = PcieAdapter(dut, width=64, clock=dut.clk, msix_vectors=VECTORS, seed=SEED,
-                          valid_probability=BACKPRESSURE, ready_probability=BACKPRESSURE)
-    adapter.attach(rc)
-    sources, sinks = [], []
-    for p in range(PORTS):
-        source = XgmiiSource(getattr(dut, f"phy_rx__{p}__rxd"), getattr(dut, f"phy_rx__{p}__rxc"),
-                             dut.clk, dut.rst)
-        source.enable_dic = True
-        sources.append(source)
-        sinks.append(XgmiiSink(getattr(dut, f"phy_tx__{p}__txd"),
-                               getattr(dut, f"phy_tx__{p}__txc"), dut.clk, dut.rst))
-    await ClockCycles(dut.clk, 8)
-    dut.rst.value = 0
-    await ClockCycles(dut.clk, 8)
-    return rc, adapter, sources, sinks
-
-
-def open_driver(rc):
-    bus = SimPcieBus(rc, vectors=VECTORS)
-    return PcieDevice(bus, rx_log2=5, tx_log2=5, event_log2=5, buffers=256,
-                      rx_moderation=(1, 0))
-
-
-async def send(sources, port, frames):
-    for frame in frames:
-        await sources[port].send(XgmiiFrame.from_payload(frame))
-    await sources[port].wait()
-
-
 @cocotb.test()
 async def flows_in_pvecs_out(dut):
     """Two flows opened with templates: each frame comes back by pull with its flow's key and its
     exact bytes; a frame no flow wants is dropped by the device; a multi-chunk pvec goes out."""
-    rc, _adapter, sources, sinks = await start(dut)
-    dev = await bridge(open_driver)(rc)
+    card = harness(dut)
+    await card.start()
+    dev = await bridge(card.open_driver)(rx_moderation=(1, 0))
     dns = await bridge(dev.open)("eth/ipv4/udp", "dst_port=53")
     ntp = await bridge(dev.open)("eth/ipv4/udp", "dst_port=123")
 
     frames = [udp(53, b"query %d" % i + bytes(i * 37)) for i in range(6)]
     frames += [udp(123, bytes(range(256)) * 5 + b"t%d" % i) for i in range(3)]
     frames.append(udp(9, b"nobody listens"))
-    await send(sources, 0, frames)
+    await card.send(0, frames)
     await ClockCycles(dut.clk, 2000)
 
     def pull_all(expected):
@@ -98,6 +71,7 @@ async def flows_in_pvecs_out(dut):
     # The wire pads short frames to 60 bytes (the XGMII source does as any MAC would).
     want = [(dns, f.ljust(60, b"\0")) for f in frames[:6]] + [(ntp, f) for f in frames[6:9]]
     assert sorted(got) == sorted(want), (len(got), len(want))
+    assert await bridge(dev.pull_many)(64, 100e-6) == [], "the unwanted frame was dropped"
 
     # A pvec of three chunks at odd offsets of device buffers leaves port 1 as one frame.
     frame = udp(5000, bytes((7 * i) & 0xFF for i in range(900)))
@@ -113,11 +87,84 @@ async def flows_in_pvecs_out(dut):
         return dev.stats["tx_copied"]
 
     assert await bridge(push_three_chunks)() == 0, "device buffers go out zero copy"
-    for _ in range(200):
-        await ClockCycles(dut.clk, 100)
-        if not sinks[1].empty():
+    (out,) = await card.transmitted(1, 1)
+    assert out == frame
+    await bridge(dev.shutdown)()
+
+
+def pull_frames(dev, expected, timeout=300e-6):
+    """Pull until `expected` frames came or the device went quiet; (key, bytes) pairs."""
+    got = []
+    while len(got) < expected:
+        batch = dev.pull_many(64, timeout=timeout)
+        if not batch:
             break
-    out = sinks[1].recv_nowait()
-    assert out.check_fcs()
-    assert bytes(out.get_payload()) == frame
+        for message in batch:
+            got.append((message.key, message.pvec.tobytes()))
+            message.pvec.free()
+    return got
+
+
+def push_frame(dev, key, frame, port):
+    pvec = dev.alloc(len(frame))
+    pvec.chunks[0].view[:] = frame
+    dev.push(key, {"port": port}, pvec)
+
+
+@cocotb.test()
+async def read_errors_end_in_error_completions_and_events(dut):
+    """A descriptor read answered with UR, then one with CA: each pvec completes with DMA_ERROR
+    and an event, nothing partial reaches the wire, and the next pvec goes out whole."""
+    card = harness(dut)
+    await card.start()
+    dev = await bridge(card.open_driver)(tx_moderation=(1, 0))
+    key = await bridge(dev.open)("eth/ipv4/udp", "dst_port=7")
+    frames = [udp(7, b"first %d" % i + bytes(100 * i)) for i in range(3)]
+    for status, frame in zip((CplStatus.UR, CplStatus.CA), frames, strict=False):
+        card.adapter.inject_completion_errors(status, 1)
+        await bridge(push_frame)(dev, key, frame, 0)
+        await ClockCycles(dut.clk, 3000)
+    await bridge(push_frame)(dev, key, frames[2], 0)
+    (sent,) = await card.transmitted(0, 1)
+    assert sent == frames[2]
+
+    def reap():
+        dev.pull_many(1, timeout=100e-6)  # reclaims TX completions
+        return dev.stats["tx_errors"], dev.ctl(None, "events")
+
+    errors, events = await bridge(reap)()
+    assert sum(errors.values()) == 2, errors
+    kinds = [e["kind"] for e in events]
+    assert kinds.count(DmaEvent.DMA_ERROR) == 2, events
+    assert await card.transmitted(0, 1, cycles=2000) == [], "a failed pvec reached the wire"
+    buffers = await bridge(dev.ctl)(None, "buffers")
+    assert buffers["elsewhere"] == 0 and buffers["tx_in_flight"] == 0, buffers
+    await bridge(dev.shutdown)()
+
+
+@cocotb.test()
+async def reset_in_mid_traffic_accounts_for_every_buffer(dut):
+    """The engine is reset while frames arrive: every buffer comes home, and traffic after the
+    reset is delivered whole."""
+    card = harness(dut)
+    await card.start()
+    dev = await bridge(card.open_driver)(rx_moderation=(4, 10))
+    key = await bridge(dev.open)("eth/ipv4/udp", "dst_port=9000")
+    burst = [udp(9000, bytes([i]) * (50 + 29 * i)) for i in range(40)]
+    sending = cocotb.start_soon(card.send(0, burst))
+    await ClockCycles(dut.clk, 800)
+    report = await bridge(dev.ctl)(None, "reset")
+    await sending
+    await ClockCycles(dut.clk, 2000)
+    early = await bridge(pull_frames)(dev, len(burst))
+    assert all(k == key for k, _ in early)
+    assert all(data in [f.ljust(60, b"\0") for f in burst] for _, data in early)
+    buffers = await bridge(dev.ctl)(None, "buffers")
+    assert buffers["elsewhere"] == 0, (buffers, report)
+    assert buffers["free"] + buffers["rx_posted"] + buffers["tx_in_flight"] == buffers["total"]
+
+    after = [udp(9000, b"after %d" % i + bytes(300)) for i in range(5)]
+    await card.send(0, after)
+    await ClockCycles(dut.clk, 1000)
+    assert await bridge(pull_frames)(dev, 5) == [(key, f) for f in after]
     await bridge(dev.shutdown)()
