@@ -30,9 +30,11 @@ $(STAMP): pyproject.toml
 test: setup
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
-# The host-side flow writes build/demo/input.pcapng; the simulated device core then replays it
-# under the example rules (the first run builds the Verilator model, a few minutes).
+# The main job on the simulated PCIe card; then the host-side flow writes build/demo/input.pcapng
+# and the simulated device core replays it under the example rules (the first run builds the
+# Verilator models, about 15 minutes on 2 cores; later runs reuse them).
 demo: setup
+	$(BIN)/partner sim card --out build/demo/card
 	$(BIN)/partner demo --out build/demo
 	$(BIN)/partner sim replay build/demo/input.pcapng --rules docs/examples/demo-rules.json \
 		--out build/demo/replay
