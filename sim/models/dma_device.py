@@ -553,15 +553,17 @@ class DmaDeviceModel(PcieBus):
         self._post(DmaEvent.DMA_ERROR, unit=unit, status=fault.status, index=index,
                    value=int(agent))
 
+    def _next_chain(self, ring: _Ring, codec: Codec, agent: DmaAgent, unit: int):
+        """The ring's next whole chain and its read error, or None (the ring then waits): no
+        room for a completion, or the chain is not all posted yet."""
+        got = self._chain(ring, codec, agent, unit) if ring.cpl.space() > 0 else None
+        ring.waiting = got is None
+        return got
+
     def _rx_one(self, q: int, ring: _Ring) -> bool:
-        if ring.cpl.space() <= 0:
-            ring.waiting = True
-            return False
-        got = self._chain(ring, _FREE, DmaAgent.RX_FREE, q)
+        got = self._next_chain(ring, _FREE, DmaAgent.RX_FREE, q)
         if got is None:
-            ring.waiting = True
             return False
-        ring.waiting = False
         entries, error = got
         first = ring.head
         # RX_FREE fields: address, length, more.
@@ -609,14 +611,9 @@ class DmaDeviceModel(PcieBus):
         return True
 
     def _tx_one(self, t: int, ring: _Ring) -> bool:
-        if ring.cpl.space() <= 0:
-            ring.waiting = True
-            return False
-        got = self._chain(ring, _TXD, DmaAgent.TX_DESCRIPTOR, t)
+        got = self._next_chain(ring, _TXD, DmaAgent.TX_DESCRIPTOR, t)
         if got is None:
-            ring.waiting = True
             return False
-        ring.waiting = False
         entries, error = got
         first = ring.head
         ring.head = (ring.head + len(entries)) & M
