@@ -168,3 +168,20 @@ async def reset_in_mid_traffic_accounts_for_every_buffer(dut):
     await ClockCycles(dut.clk, 1000)
     assert await bridge(pull_frames)(dev, 5) == [(key, f) for f in after]
     await bridge(dev.shutdown)()
+
+
+@cocotb.test()
+async def polling_mode_delivers_without_interrupts(dut):
+    """In pure polling mode the driver finds every frame by itself and the card sends no MSI-X
+    message at all."""
+    card = harness(dut)
+    await card.start()
+    dev = await bridge(card.open_driver)(polling=True)
+    key = await bridge(dev.open)("eth/ipv4/udp", "dst_port=4242")
+    frames = [udp(4242, b"polled %d" % i + bytes(64 * i)) for i in range(12)]
+    await card.send(0, frames)
+    await ClockCycles(dut.clk, 1000)
+    got = await bridge(pull_frames)(dev, len(frames))
+    assert got == [(key, f.ljust(60, b"\0")) for f in frames]
+    assert not any(dev.bus.irq_fired(v) for v in range(dev.bus.irq_vectors))
+    await bridge(dev.shutdown)()
