@@ -15,7 +15,13 @@ from amaranth.sim import Simulator
 
 from partner.hdl.flow_queues import FlowQueues
 from partner.hdl.stream import packet_layout
-from partner.sim.models.flow_queues import FlowQueuesCycleModel, FlowQueuesModel, Verdict
+from partner.sim.models.flow_queues import (
+    FlowQueuesCycleModel,
+    FlowQueuesModel,
+    Verdict,
+    by_flow,
+    expected_by_flow,
+)
 
 
 def make_beats(width, payload):
@@ -170,23 +176,6 @@ def simulate(dut, bench):
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-
-
-def expected_by_flow(frames, verdicts):
-    """Admitted frames per flow, in input order: what each flow's output must be."""
-    out = {}
-    for (flow, payload, meta, *rest), (verdict, _, _) in zip(frames, verdicts, strict=True):
-        if verdict is Verdict.ENQUEUED:
-            length = rest[0] if rest else len(payload)
-            out.setdefault(flow, []).append((flow, payload[:length], meta))
-    return out
-
-
-def by_flow(frames):
-    out = {}
-    for frame in frames:
-        out.setdefault(frame[0], []).append(frame)
-    return out
 
 
 # -- directed tests ----------------------------------------------------------------------------

@@ -29,7 +29,8 @@ import enum
 from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["FlowQueuesCycleModel", "FlowQueuesModel", "Frame", "Verdict"]
+__all__ = ["FlowQueuesCycleModel", "FlowQueuesModel", "Frame", "Verdict", "by_flow",
+           "expected_by_flow"]
 
 MASK32 = (1 << 32) - 1
 
@@ -383,3 +384,24 @@ class FlowQueuesCycleModel:
                 and self.joining is None and not self.releases and not self.acts
                 and self.sched is None and self.slot is None and self.out is None
                 and not any(self.core.queue))
+
+
+def expected_by_flow(frames, verdicts):
+    """Admitted frames per flow, in input order: what each flow's output must be.
+
+    `frames` are (flow, payload, meta[, announced length]); `verdicts` the model's, in order.
+    """
+    out = {}
+    for (flow, payload, meta, *rest), (verdict, _, _) in zip(frames, verdicts, strict=True):
+        if verdict is Verdict.ENQUEUED:
+            length = rest[0] if rest else len(payload)
+            out.setdefault(flow, []).append((flow, payload[:length], meta))
+    return out
+
+
+def by_flow(frames):
+    """Frames (flow first) grouped by flow, in order."""
+    out = {}
+    for frame in frames:
+        out.setdefault(frame[0], []).append(frame)
+    return out

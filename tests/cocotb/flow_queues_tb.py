@@ -15,7 +15,13 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from partner.hdl.stream import packet_layout
-from partner.sim.models.flow_queues import FlowQueuesCycleModel, FlowQueuesModel, Verdict
+from partner.sim.models.flow_queues import (
+    FlowQueuesCycleModel,
+    FlowQueuesModel,
+    Verdict,
+    by_flow,
+    expected_by_flow,
+)
 
 P = {name: int(os.environ[f"FQ_{name.upper()}"])
      for name in ("width", "flows", "cells", "cell_bytes", "classes", "quantum", "meta_bits")}
@@ -126,22 +132,6 @@ class Bench:
             await ReadOnly()
             assert u(dut.c_bytes_in_use) == 0
         self.cycles += 3 * P["flows"]
-
-
-def expected_by_flow(frames, admitted):
-    out = {}
-    for (flow, payload, meta, *announced), (verdict, _, _) in zip(frames, admitted, strict=True):
-        if verdict is Verdict.ENQUEUED:
-            length = announced[0] if announced else len(payload)
-            out.setdefault(flow, []).append((flow, payload[:length], meta))
-    return out
-
-
-def by_flow(frames):
-    out = {}
-    for frame in frames:
-        out.setdefault(frame[0], []).append(frame)
-    return out
 
 
 @cocotb.test()
