@@ -4,7 +4,7 @@ register checks, engine reset, and the wider TLP streams."""
 import random
 
 import pytest
-from test_dma_engine import Rig, rx_traffic, tx_traffic
+from test_dma_engine import rx_traffic, tx_traffic
 
 from partner.pcie.formats import (
     DMA_CONFIG,
@@ -17,6 +17,7 @@ from partner.pcie.formats import (
     DmaEvent,
     TxFlag,
 )
+from partner.sim.engine_rig import Rig
 
 
 def test_moderation_by_count_timer_notify_and_polling():

@@ -1,8 +1,6 @@
 """DmaEngine error paths (amaranth.sim): RX and TX statuses, DMA errors and timeouts, the events
 and counters they raise, events lost while the event ring is full."""
 
-from test_dma_engine import Rig
-
 from partner.formats import EventKind
 from partner.pcie.formats import (
     DMA_STATUS,
@@ -14,6 +12,7 @@ from partner.pcie.formats import (
     RxStatus,
     TxStatus,
 )
+from partner.sim.engine_rig import Rig
 from partner.tlp import CompletionStatus
 
 

@@ -5,8 +5,6 @@ same counters."""
 
 import random
 
-from test_dma_engine import Rig, Ring
-
 from partner.pcie.bar import BAR0
 from partner.pcie.formats import (
     DMA_REGISTERS,
@@ -15,6 +13,7 @@ from partner.pcie.formats import (
     TX_DESCRIPTOR,
     DmaCounter,
 )
+from partner.sim.engine_rig import Rig, Ring
 from partner.sim.models.dma_device import DmaDeviceModel
 from partner.tlp import CompletionStatus
 
