@@ -16,9 +16,10 @@ A descriptor job:
 
 1. ``CHECK``: the ring's context (bases, sizes, indices) from `DmaRegisters`; room for a
    completion?
-2. ``FETCH``/``RECV``: reads of up to ``BATCH`` descriptors (16 bytes each, never past the end
-   of the ring or the host's tail) until an entry without ``more``; a chain longer than
-   ``max_chunks`` is walked to its end, its entries past the limit not kept.
+2. ``CACHED``, ``FETCH``/``RECV``: the chain's entries, first from the ring's descriptor cache,
+   then by reads of up to ``BATCH`` descriptors (16 bytes each, never past the end of the ring
+   or the host's tail) until an entry without ``more``; a chain longer than ``max_chunks`` is
+   walked to its end, its entries past the limit not kept.
 3. ``DECIDE``: the status, in the order of the model (`RxStatus`, `TxStatus`).
 4. RX OK: one write command per chunk the frame reaches, the frame's bytes cut to the chunks by
    the `Repacker`; the rest of a frame longer than the pvec is consumed and dropped
@@ -32,6 +33,13 @@ A descriptor job:
 6. ``FINISH``: once the writer reports every command done: indices, counters, the event of an
    error, the moderation strobe (so an interrupt's MSI-X write is granted after the
    completion's MWr).
+
+The descriptor cache: a read fetches up to ``BATCH`` descriptors, usually more than the chain
+needs; the entries past the chain stay in the ring's ``BATCH`` slots of the cache (slot = index
+mod ``BATCH``) as a window ``[start, start + count)``, and the next job of the ring takes them
+from there if it starts at ``start``, with no read round trip. Posted descriptors belong to the
+device until their completion (docs/dma.md), so the copy stays true. The window is dropped
+when the ring is stopped, the engine is disabled or reset, or a read of descriptors fails.
 
 A read of descriptors that fails (UR, CA, timeout) gives back every descriptor posted
 (``chunks = tail - head``) with DMA_ERROR, as the model does: where the chain ends is unknown.
@@ -161,6 +169,9 @@ class DmaSequencer(wiring.Component):
         m.submodules.descs = descs = Memory(shape=128, depth=self.max_chunks, init=[])
         desc_wr = descs.write_port()
         desc_rd = descs.read_port(transparent_for=(desc_wr,))
+        m.submodules.cache = cache = Memory(shape=128, depth=(R + T) * BATCH, init=[])
+        cache_wr = cache.write_port()
+        cache_rd = cache.read_port()
 
         ring = Signal(range(n))
         is_tx = Signal()
@@ -206,15 +217,38 @@ class DmaSequencer(wiring.Component):
         done_now = self.wr_done.valid
         m.d.sync += outstanding.eq(outstanding + wr_taken - done_now)
 
-        # -- descriptor entries from the read data --------------------------------------------
+        # -- descriptor entries from the read data or the cache ----------------------------------
         m.submodules.entries_in = entries_in = EntryReader(wb)
         receiving = Signal()
+        from_cache = Signal()
+        cache_pending = Signal()  # the cache's read port answers an address given last cycle
         rd = self.rd_data
-        entry, entry_valid = entries_in.entry, entries_in.valid
+        entry, entry_valid = Signal(128), Signal()
+        m.d.comb += [entry.eq(Mux(from_cache, cache_rd.data, entries_in.entry)),
+                     entry_valid.eq(Mux(from_cache, cache_pending, entries_in.valid))]
         with m.If(receiving):
             m.d.comb += [entries_in.data.valid.eq(rd.valid),
                          entries_in.data.payload.eq(rd.payload),
                          rd.ready.eq(entries_in.data.ready)]
+
+        # The cache's window per descriptor ring: `cache_count` entries from `cache_start`.
+        slot_bits = BATCH.bit_length() - 1
+        cache_start = Array(Signal(INDEX_BITS, name=f"cache_start_{r}") for r in range(R + T))
+        cache_count = Array(Signal(range(BATCH + 1), name=f"cache_count_{r}")
+                            for r in range(R + T))
+        window_end = Signal(INDEX_BITS)  # the job's entries are in the cache up to here
+        disturbed = Signal()  # the ring was stopped or the engine reset during the job
+        # Every descriptor read lands in the cache, the chain's own entries too.
+        m.d.comb += [cache_wr.addr.eq(Cat((batch_idx + batch_got)[:slot_bits], ring)),
+                     cache_wr.data.eq(entries_in.entry),
+                     cache_wr.en.eq(receiving & entries_in.valid)]
+
+        def keep_window(start, end):
+            """The ring's window becomes [start, end), if it fits the cache."""
+            size = Signal(INDEX_BITS, name="window_size")
+            m.d.comb += size.eq(end - start)
+            m.d.sync += [cache_start[ring].eq(start),
+                         cache_count[ring].eq(Mux(size > BATCH, 0, size))]
 
         rx_free = data.View(layout(RX_FREE), entry)
         tx_desc = data.View(layout(TX_DESCRIPTOR), entry)
@@ -329,7 +363,8 @@ class DmaSequencer(wiring.Component):
                 m.d.comb += self.idle.eq(outstanding == 0)
                 m.d.sync += [count.eq(0), chain_done.eq(0), zero.eq(0), total.eq(0),
                              fetch_error.eq(0), truncated.eq(0), tx_error.eq(0),
-                             rd_statuses.eq(0), used.eq(0), written_bytes.eq(0)]
+                             rd_statuses.eq(0), used.eq(0), written_bytes.eq(0),
+                             cache_pending.eq(0), disturbed.eq(0)]
                 with m.If(self.enable & ~self.resetting):
                     with m.If(event_ready):
                         m.d.sync += [ring.eq(E), is_event.eq(1), is_tx.eq(0)]
@@ -354,6 +389,23 @@ class DmaSequencer(wiring.Component):
                     m.d.sync += event.eq(self.events.payload)
                     m.next = "COMPLETE_PREP"
                 with m.Else():
+                    hit = (cache_count[ring] != 0) & (cache_start[ring] == self.head)
+                    m.d.sync += window_end.eq(self.head + Mux(hit, cache_count[ring], 0))
+                    with m.If(hit):
+                        m.next = "CACHED"
+                    with m.Else():
+                        m.next = "FETCH"
+            with m.State("CACHED"):
+                # One entry per cycle from the cache until the chain ends or the window does.
+                m.d.comb += [from_cache.eq(1), cache_rd.addr.eq(Cat(idx[:slot_bits], ring))]
+                ends_now = entry_valid & ~entry_more & ~chain_done
+                issue = (idx != window_end) & ~chain_done & ~ends_now
+                m.d.sync += cache_pending.eq(issue)
+                with m.If(issue):
+                    m.d.sync += idx.eq(idx + 1)
+                with m.If(chain_done | ends_now):
+                    m.next = "DECIDE"
+                with m.Elif(~cache_pending & (idx == window_end)):
                     m.next = "FETCH"
             with m.State("FETCH"):
                 avail = (tail - idx) & M
@@ -364,8 +416,9 @@ class DmaSequencer(wiring.Component):
                              batch_n.eq(size)]
                 with m.If(avail == 0):
                     # The chain's end is not posted yet: nothing is consumed, try again after
-                    # the next doorbell.
+                    # the next doorbell (the entries read so far stay in the cache).
                     m.d.comb += self.set_waiting.eq(1)
+                    keep_window(head, window_end)
                     m.next = "IDLE"
                 with m.Else():
                     m.next = "FETCH_ISSUE"
@@ -378,6 +431,7 @@ class DmaSequencer(wiring.Component):
             with m.State("RECV"):
                 m.d.comb += receiving.eq(1)
                 with m.If(self.rd_status.valid):
+                    m.d.sync += window_end.eq(batch_idx + batch_got + entries_in.valid)
                     with m.If(self.rd_status.payload.status != DmaStatus.OK):
                         m.d.sync += [fetch_error.eq(1),
                                      dma_status.eq(self.rd_status.payload.status),
@@ -530,6 +584,9 @@ class DmaSequencer(wiring.Component):
                              (status == RxStatus.OK) | (status == RxStatus.TRUNCATED))
                     dma_failed = fetch_error | tx_error
                     m.d.comb += [self.set_head.eq(1), self.new_head.eq(head + chunks)]
+                    keep_window(head + chunks, window_end)
+                    with m.If(fetch_error | disturbed):
+                        m.d.sync += cache_count[ring].eq(0)
                     with m.If(is_tx & ((first.attrs & TxFlag.NOTIFY) != 0) & ~fetch_error):
                         m.d.comb += self.notify.bit_select(ring, 1).eq(1)
                     with m.If(~ok):
@@ -565,6 +622,13 @@ class DmaSequencer(wiring.Component):
                                      self.inc[DmaCounter.RX_BYTES].eq(written_bytes),
                                      self.inc[DmaCounter.RX_TRUNCATED].eq(truncated)]
                 m.next = "IDLE"
+
+        # A stopped ring, a disabled or resetting engine: the windows are forgotten.
+        with m.If(~self.ring_enabled.bit_select(ring, 1) | self.resetting | ~self.enable):
+            m.d.sync += disturbed.eq(1)
+        for r in range(R + T):
+            with m.If(~self.ring_enabled[r] | self.resetting | ~self.enable):
+                m.d.sync += cache_count[r].eq(0)
 
         # TX read statuses: count them, remember the first failure.
         with m.If(self.rd_status.valid & feeding_tx):
