@@ -8,7 +8,7 @@ import pytest
 from partner import BufferOpError, Pvec, UnknownKey
 from partner.device_control import DeviceError
 from partner.errors import FlowAttributeError
-from partner.formats import ACTION, FLOW_RULE, ActionKind
+from partner.formats import ACTION, FLOW_RULE, MAX_FRAME, ActionKind
 from partner.pcie.bar import BAR0
 from partner.pcie.codec import Codec
 from partner.pcie.driver import FrameError, PcieDevice
@@ -498,3 +498,29 @@ def test_a_device_that_is_not_ours_is_refused():
     model.values["ident"] = [0x12345678]
     with pytest.raises(DeviceError, match="ident 0x12345678"):
         PcieDevice(model)
+
+
+def test_jumbo_pushes_after_raising_tx_max_length():
+    frame = bytes((5 * i) & 0xFF for i in range(9000))
+    _model, dev = device()
+    key = dev.open("eth")
+    with pytest.raises(FrameError, match="tx_max_length"):
+        dev.push(key, {}, Pvec.wrap(frame))
+    for bad in (0, MAX_FRAME + 1):
+        with pytest.raises(ValueError, match="tx_max_length"):
+            device(tx_max_length=bad)
+
+    model, dev = device(tx_max_length=9018)
+    key = dev.open("eth")
+    assert dev.tx_max_length == 9018
+    pvec = dev.alloc(len(frame))  # five 2048-byte buffers
+    assert len(pvec.chunks) == 5
+    offset = 0
+    for chunk in pvec.chunks:
+        chunk.view[:] = frame[offset:offset + len(chunk.view)]
+        offset += len(chunk.view)
+    dev.push(key, {"port": 1}, pvec)
+    assert dev.stats["tx_copied"] == 0
+    assert (model.transmitted[-1].port, model.transmitted[-1].data) == (1, frame)
+    dev.ctl(None, "reset")  # the setting survives an engine reset
+    assert dev.tx_max_length == 9018

@@ -31,7 +31,7 @@ import itertools
 from ..buffers import Buffer, BufferPool
 from ..device_control import DeviceControl, DeviceError
 from ..errors import BufferOpError, FlowAttributeError, PartnerError, WouldBlock
-from ..formats import ActionKind
+from ..formats import MAX_FRAME, ActionKind
 from ..partner import Direction, Flow, Message, Mode, Partner
 from ..pvec import Chunk, Pvec
 from ..rules import Rule, RuleTable
@@ -129,7 +129,9 @@ class PcieDevice(Partner):
     `buffer_size` bytes (default: enough to fill every ring twice over); the device gets empty
     pvecs of `rx_chunks` buffers. Interrupts: `rx_moderation`/`tx_moderation` are (frames,
     microseconds) thresholds; `polling` never uses interrupts. `queue_limit` is the RX queue quota
-    of a flow that does not give one.
+    of a flow that does not give one. `tx_max_length` (bytes, up to `MAX_FRAME`) raises or lowers
+    the longest pvec the device sends (its register of that name; 1522 after reset), for jumbo
+    frames.
     """
 
     mode = Mode.PASSIVE
@@ -141,8 +143,12 @@ class PcieDevice(Partner):
                  rx_chunks: int = 1, polling: bool = False,
                  rx_moderation: tuple[int, int] = (32, 50),
                  tx_moderation: tuple[int, int] = (64, 200), queue_limit: int = 64 * 1024,
-                 poll_interval: float = 50e-6):
+                 poll_interval: float = 50e-6, tx_max_length: int | None = None):
         super().__init__(name)
+        if tx_max_length is not None and not 1 <= tx_max_length <= MAX_FRAME:
+            raise ValueError(f"tx_max_length {tx_max_length}: the device sends frames of "
+                             f"1..{MAX_FRAME} bytes")
+        self._tx_max_length = tx_max_length
         self.bus = bus
         self.core = DeviceControl(_Window(bus, BAR0.core.offset))
         self._dma = _Window(bus, BAR0.dma.offset)
@@ -258,6 +264,8 @@ class PcieDevice(Partner):
         for q, (free, cpl) in enumerate(self.rx):
             self._program("rx", q, free, cpl, self._irq("rx"))
         self._program("tx", 0, self.tx[0], self.tx[1], self._irq("tx"))
+        if self._tx_max_length is not None:
+            self._write("tx_max_length", self._tx_max_length)
         self._write("control", DMA_CONTROL.pack(enable=1, polling=int(self.polling)))
         for q in range(len(self.rx)):
             self._refill(q)
