@@ -51,8 +51,9 @@ class Harness:
     """A DmaReader with the host model on its TLP streams and random stream partners."""
 
     def __init__(self, width, *, seed=1, mps=256, mrrs=512, rcb=64, split_on_all_rcb=False,
-                 rates=(0.7, 0.7, 0.7, 0.7, 0.7), tags=32, timeout=1 << 16, **host):
-        self.dut = dut = DmaReader(width, tags=tags, timeout=timeout)
+                 rates=(0.7, 0.7, 0.7, 0.7, 0.7), tags=32, timeout=1 << 16,
+                 buffer_bytes=16384, **host):
+        self.dut = dut = DmaReader(width, tags=tags, timeout=timeout, buffer_bytes=buffer_bytes)
         self.width, self.mps, self.mrrs = width, mps, mrrs
         self.host = PcieHost(tlp_layout(width), width, HostMemory(seed),
                              rng=random.Random(seed + 1), mps=mps, mrrs=mrrs, rcb=rcb,
@@ -147,6 +148,19 @@ def test_every_small_alignment():
     assert all(s["status"] == DmaStatus.OK for s in statuses)
     for (addr, length), packet in zip(commands, packets, strict=True):
         assert packet == h.host.memory.read(addr, length)
+
+
+@pytest.mark.parametrize("width", [64, 256])
+def test_commands_longer_than_the_reassembly_buffer(width):
+    """A jumbo frame in one command is read through an 8 KiB buffer that holds part of it at a
+    time: each row is delivered only once its own dwords have arrived."""
+    h = Harness(width, seed=9, buffer_bytes=8192, rates=(1, 1, 1, 1, 1), delay=(100, 150),
+                largest_completions=True, reorder=0.5)
+    commands = [(0x4_0000 + 2, 9000), (0x8_0000 + 5, 20000), (0xC_0000, 8193)]
+    packets, statuses = h.run(commands)
+    assert all(s["status"] == DmaStatus.OK for s in statuses)
+    for (addr, length), packet in zip(commands, packets, strict=True):
+        assert packet == h.host.memory.read(addr, length), f"{length} bytes at {addr:#x}"
 
 
 def test_tag_limit_respected():

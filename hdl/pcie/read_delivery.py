@@ -78,12 +78,14 @@ class ReadDelivery(wiring.Component):
         single = Signal()  # one output beat
 
         # Reading a row: all the command's dwords in it must be in the buffer (pointer
-        # differences with a wrap bit: the top bit set means "behind").
+        # differences with a wrap bit: the top bit set means "behind"). Only the last row
+        # looks at the command's end: a command may be longer than the buffer, and its end
+        # more than a buffer ahead would wrap the difference and look "done".
         row_end = Cat(Const(0, lane_bits), row + 1)
         behind_row, behind_end = Signal(dwb), Signal(dwb)
         m.d.comb += [behind_row.eq(self.valid_dw - row_end),
                      behind_end.eq(self.valid_dw - end_dw)]
-        row_ready = ~behind_row[-1] | ~behind_end[-1]
+        row_ready = Mux(rows_left == 1, ~behind_end[-1], ~behind_row[-1])
 
         # Stage M: the row in the memories' read registers, and what it is for.
         m_valid, m_first, m_last = Signal(), Signal(), Signal()
