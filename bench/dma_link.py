@@ -115,9 +115,16 @@ def measure_tx(width: int, size: int) -> float:
                     *host.testbenches(req=dut.req, cpl=dut.cpl)],
               lambda: len(status.items) == len(frames))
     layout = packet_layout(width // 8)
-    ends = [t for raw, t in zip(data.items, data.times, strict=True) if unpack(layout, raw)["last"]]
-    if len(ends) != len(frames):
-        raise AssertionError(f"{len(ends)} frames read, {len(frames)} asked for")
+    ends, packets, current = [], [], b""
+    for raw, t in zip(data.items, data.times, strict=True):
+        beat = unpack(layout, raw)
+        current += beat["data"].to_bytes(width // 8, "little")[:beat["nbytes"]]
+        if beat["last"]:
+            ends.append(t)
+            packets.append(current)
+            current = b""
+    if packets != [host.memory.read(addr, length) for addr, length in frames]:
+        raise AssertionError("the frames read are not the bytes in host memory")
     # The completion stream is always ready, so the link is idle only when the reader has too
     # few requests outstanding; the rate across the link's busy period is the steady state.
     # The frames' delivery trails it by what the reassembly buffer holds (`lag`).
