@@ -4,8 +4,9 @@
 # Behaviour follows partner.sim.models.dma_device, the executable form of the formats.
 """DMA job sequencer.
 
-One job at a time, chosen in ``IDLE``: an event when the event ring has room (first: events are
-rare and small), else the next RX or TX ring with work in round-robin order. A ring has work
+One job at a time, chosen in ``IDLE``: the completion of a TX pvec the TX pipe has finished,
+else an event when the event ring has room (events are rare and small), else the next RX or TX
+ring with work in round-robin order. A ring has work
 when it is enabled, not ``waiting``, and has a frame from the core (RX) or posted descriptors
 (TX). A ring found unable to go on (its completion ring full, or the chain of descriptors not
 yet posted to its end) is marked ``waiting`` and skipped until the host rings one of its
@@ -23,10 +24,15 @@ A descriptor job:
 3. ``DECIDE``: the status, in the order of the model (`RxStatus`, `TxStatus`).
 4. RX OK: one write command per chunk the frame reaches, the frame's bytes cut to the chunks by
    the `Repacker`; the rest of a frame longer than the pvec is consumed and dropped
-   (TRUNCATED). TX OK: the data of every chunk read, glued into one frame by the `Repacker`, into
-   the TX buffer (a store-and-forward `PacketFIFO`): the frame's last beat is held until the
-   status of every read is in, and a failed read rolls the frame back there (``tx_drop``), so
-   the core never sees a partial frame. A frame starts only when the buffer has room for it.
+   (TRUNCATED). TX: the pvec becomes a job of the `TxPipe` (hdl/pcie/dma_tx_pipe.py) and, if its
+   status is OK, one read command per chunk is given; the job ends there and the next may
+   start. The pipe glues each frame's chunks into the TX buffer (a store-and-forward
+   `PacketFIFO`), rolls back a frame whose read failed, and hands back each pvec's completion
+   record in descriptor order, which a later job (``retiring``) writes as steps 5-6. Up to
+   ``TX_JOBS`` pvecs are in flight, all of one TX ring (``issue_head`` is where its next pvec
+   starts); a frame is taken only when the TX buffer has room for it beside those in flight.
+   Which commands' data and statuses are the pipe's is queued as the commands are given
+   (``kinds``), so descriptor reads and TX data reads may interleave.
 5. ``COMPLETE``: the completion entry (one write command, one MWr), after the data commands of
    the same writer, so it reaches host memory after the data (posted writes from one requester
    stay in order, PCIe Base Spec §2.4.1).
@@ -46,8 +52,9 @@ A read of descriptors that fails (UR, CA, timeout) gives back every descriptor p
 The event's ``index`` is the first descriptor of the failed read.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -76,11 +83,14 @@ from .dma_events import event_record_layout
 from .dma_read import read_command_layout, read_status_layout
 from .dma_repack import Repacker
 from .dma_status import DmaStatus
+from .dma_tx_pipe import TxPipe
 from .dma_write import done_layout, write_command_layout
 
 __all__ = ["BATCH", "DmaSequencer"]
 
-BATCH = 16  # descriptors per read: 256 bytes, two requests at the smallest MRRS
+BATCH = 64  # descriptors per read: 1 KiB, eight requests at the smallest MRRS
+TX_JOBS = 8  # TX pvecs in flight in the TX pipe
+READS_IN_FLIGHT = 64  # read commands given and not yet answered with a status
 M = (1 << INDEX_BITS) - 1
 _COUNTERS = len(DmaCounter)
 
@@ -165,7 +175,10 @@ class DmaSequencer(wiring.Component):
         wb, n = self.wb, self.rings
         R, T, E = self.rx_rings, self.tx_rings, self.rings - 1
 
-        m.submodules.repack = repack = Repacker(wb)
+        m.submodules.repack = repack = Repacker(wb)  # RX frames into pvec chunks
+        m.submodules.tx_pipe = pipe = TxPipe(wb, rings=n, max_chunks=self.max_chunks,
+                                             jobs=TX_JOBS,
+                                             buffer_beats=self.tx_buffer_bytes // wb)
         m.submodules.descs = descs = Memory(shape=128, depth=self.max_chunks, init=[])
         desc_wr = descs.write_port()
         desc_rd = descs.read_port(transparent_for=(desc_wr,))
@@ -226,10 +239,21 @@ class DmaSequencer(wiring.Component):
         entry, entry_valid = Signal(128), Signal()
         m.d.comb += [entry.eq(Mux(from_cache, cache_rd.data, entries_in.entry)),
                      entry_valid.eq(Mux(from_cache, cache_pending, entries_in.valid))]
-        with m.If(receiving):
-            m.d.comb += [entries_in.data.valid.eq(rd.valid),
-                         entries_in.data.payload.eq(rd.payload),
-                         rd.ready.eq(entries_in.data.ready)]
+        # Whose is the reader's output: each command's kind (TX data for the pipe, or
+        # descriptors) is queued when it is given; its data beats and then its status follow
+        # in command order, and the status takes the kind off the queue.
+        m.submodules.kinds = kinds = SyncFIFOBuffered(width=1, depth=READS_IN_FLIGHT)
+        rd_status_valid = Signal()
+        with m.If(kinds.r_rdy & kinds.r_data[0]):
+            wiring.connect(m, wiring.flipped(rd), pipe.rd_data)
+            wiring.connect(m, wiring.flipped(self.rd_status), pipe.rd_status)
+        with m.Else():
+            m.d.comb += [rd_status_valid.eq(self.rd_status.valid),
+                         self.rd_status.ready.eq(1)]
+            with m.If(receiving):
+                m.d.comb += [entries_in.data.valid.eq(rd.valid),
+                             entries_in.data.payload.eq(rd.payload),
+                             rd.ready.eq(entries_in.data.ready)]
 
         # The cache's window per descriptor ring: `cache_count` entries from `cache_start`.
         slot_bits = BATCH.bit_length() - 1
@@ -273,18 +297,14 @@ class DmaSequencer(wiring.Component):
         rx_payload = Array(s.payload for s in self.rx)
         current = rx_payload[ring[:max(1, (R - 1).bit_length())]] if R > 1 else self.rx[0].payload
         feeding_rx = Signal()
-        feeding_tx = Signal()
         for q, s in enumerate(self.rx):
             m.d.comb += s.ready.eq(feeding_rx & (ring == q) & repack.i.ready)
         with m.If(feeding_rx):
             m.d.comb += [repack.i.valid.eq(rx_valid.bit_select(ring, 1)),
                          repack.i.payload.eq(current.beat)]
-        with m.Elif(feeding_tx):
-            m.d.comb += [repack.i.valid.eq(rd.valid), repack.i.payload.eq(rd.payload),
-                         rd.ready.eq(repack.i.ready)]
 
-        # Repacker output: the writer (RX data) or the TX buffer (TX data).
-        statuses_in = Signal()
+        # The writer takes the completion entry or the RX frame's data; TX frames go from the
+        # TX pipe to the TX buffer.
         tx_error = Signal()
         m.submodules.entries_out = entries_out = EntryWriter(wb)
         entry_out = entries_out.busy  # the completion entry is being sent to the writer
@@ -293,18 +313,11 @@ class DmaSequencer(wiring.Component):
         m.d.comb += [entries_out.entry.eq(out_entry), entries_out.nbytes.eq(entry_bytes)]
         with m.If(entry_out):
             wiring.connect(m, entries_out.o, wiring.flipped(self.wr_data))
-        with m.Elif(~is_tx):
-            wiring.connect(m, repack.o, wiring.flipped(self.wr_data))
         with m.Else():
-            hold = repack.o.payload.last & ~statuses_in
-            m.d.comb += [
-                self.tx.valid.eq(repack.o.valid & ~hold),
-                self.tx.payload.eq(repack.o.payload),
-                self.tx_drop.eq(tx_error),
-                repack.o.ready.eq(self.tx.ready & ~hold),
-            ]
-        m.d.comb += [self.tx_port.eq(first.port), self.tx_flow.eq(first.flow),
-                     self.tx_length.eq(first.total_length)]
+            wiring.connect(m, repack.o, wiring.flipped(self.wr_data))
+        wiring.connect(m, pipe.tx, wiring.flipped(self.tx))
+        m.d.comb += [self.tx_drop.eq(pipe.tx_drop), self.tx_port.eq(pipe.tx_port),
+                     self.tx_flow.eq(pipe.tx_flow), self.tx_length.eq(pipe.tx_length)]
 
         # -- job selection ---------------------------------------------------------------------
         cand = Signal(R + T)
@@ -315,11 +328,17 @@ class DmaSequencer(wiring.Component):
         limit = Signal(16)
         m.d.comb += limit.eq(Mux(self.tx_max_length < self.tx_buffer_bytes, self.tx_max_length,
                                  self.tx_buffer_bytes))
-        tx_ok = self.tx_room >= ((limit + wb - 1) >> (wb.bit_length() - 1))
+        # The frames in the TX pipe have their room already: they count as used.
+        room_free = Signal(signed(self.tx_room.shape().width + 18))
+        m.d.comb += room_free.eq(self.tx_room - pipe.beats_due)
+        tx_ok = room_free >= ((limit + wb - 1) >> (wb.bit_length() - 1))
+        # While TX pvecs are in flight, only their ring goes on (`issue_head` follows it).
+        pipe_ring = Signal(range(n))
         for t in range(T):
             # A TX ring with no descriptors is found so in FETCH (no read is issued) and waits.
-            m.d.comb += cand[R + t].eq(self.ring_enabled[R + t] & ~self.ring_waiting[R + t]
-                                       & tx_ok)
+            m.d.comb += cand[R + t].eq(
+                self.ring_enabled[R + t] & ~self.ring_waiting[R + t] & tx_ok & pipe.job.ready
+                & (pipe.empty | (pipe_ring == R + t)))
         last_pick = Signal(range(R + T), init=R + T - 1)
         pick = Signal(range(R + T))
         with m.Switch(last_pick):
@@ -344,13 +363,18 @@ class DmaSequencer(wiring.Component):
         m.d.comb += [desc_rd.addr.eq(chunk), d_addr.eq(d.address),
                      d_len.eq(Mux(is_tx, dt.length, d.length)),
                      piece.eq(Mux(d_len < left, d_len, left))]
-        rd_statuses = Signal(range(self.max_chunks + 1))
+        retiring = Signal()  # the job writes the completion of a TX pvec the pipe finished
+        notify_job = Signal()  # TX: the pvec asked for NOTIFY
+        issue_head = Signal(INDEX_BITS)  # the pipe's ring: first descriptor after its pvecs
         # Both requesters' commands come from registers, set in the state before they are given.
         cmd_addr = Signal(64)
         cmd_len = Signal(16)
         m.d.comb += [self.rd_cmd.payload.addr.eq(cmd_addr), self.rd_cmd.payload.length.eq(cmd_len),
                      self.wr_cmd.payload.addr.eq(cmd_addr), self.wr_cmd.payload.length.eq(cmd_len)]
-        m.d.comb += self.rd_status.ready.eq(1)
+        reading = Signal()  # the read command given now is TX data (else descriptors)
+        m.d.comb += [kinds.w_data.eq(reading),
+                     kinds.w_en.eq(self.rd_cmd.valid & self.rd_cmd.ready),
+                     kinds.r_en.eq(self.rd_status.valid & self.rd_status.ready)]
 
         phase = ~(cpl_tail >> cpl_log2)[0]
         cpl_slot = cpl_tail & ((Const(1, INDEX_BITS + 1) << cpl_log2) - 1)
@@ -360,12 +384,26 @@ class DmaSequencer(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.idle.eq(outstanding == 0)
+                m.d.comb += self.idle.eq((outstanding == 0) & pipe.empty)
                 m.d.sync += [count.eq(0), chain_done.eq(0), zero.eq(0), total.eq(0),
                              fetch_error.eq(0), truncated.eq(0), tx_error.eq(0),
-                             rd_statuses.eq(0), used.eq(0), written_bytes.eq(0),
-                             cache_pending.eq(0), disturbed.eq(0)]
-                with m.If(self.enable & ~self.resetting):
+                             used.eq(0), written_bytes.eq(0), cache_pending.eq(0),
+                             disturbed.eq(0), retiring.eq(0), notify_job.eq(0)]
+                done = pipe.done.payload
+                with m.If(pipe.done.valid):
+                    # A TX frame of the pipe has left: its completion first, even in a reset.
+                    m.d.comb += pipe.done.ready.eq(1)
+                    m.d.sync += [
+                        ring.eq(done.ring), is_event.eq(0), is_tx.eq(1), retiring.eq(1),
+                        head.eq(done.head), chunks.eq(done.chunks), length.eq(done.length),
+                        notify_job.eq(done.notify), status.eq(done.status),
+                        tx_error.eq(done.dma_failed & (done.agent == DmaAgent.TX_DATA)),
+                        fetch_error.eq(done.dma_failed & (done.agent != DmaAgent.TX_DATA)),
+                        dma_status.eq(done.dma_status), dma_agent.eq(done.agent),
+                        dma_index.eq(done.index),
+                    ]
+                    m.next = "LOAD"
+                with m.Elif(self.enable & ~self.resetting):
                     with m.If(event_ready):
                         m.d.sync += [ring.eq(E), is_event.eq(1), is_tx.eq(0)]
                         m.next = "LOAD"
@@ -377,11 +415,19 @@ class DmaSequencer(wiring.Component):
                 m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.sync += [base.eq(self.base), cpl_base.eq(self.cpl_base), log2.eq(self.log2),
-                             cpl_log2.eq(self.cpl_log2), head.eq(self.head),
-                             tail.eq(self.tail), idx.eq(self.head), cpl_tail.eq(self.cpl_tail)]
-                space = (((self.cpl_tail - self.cpl_head) & M)
+                             cpl_log2.eq(self.cpl_log2), tail.eq(self.tail),
+                             cpl_tail.eq(self.cpl_tail)]
+                # A TX ring with pvecs in the pipe goes on after them; their completions are
+                # still to be written.
+                piped = is_tx & ~pipe.empty
+                job_head = Mux(piped, issue_head, self.head)
+                with m.If(~retiring):
+                    m.d.sync += [head.eq(job_head), idx.eq(job_head)]
+                space = ((((self.cpl_tail - self.cpl_head) & M) + Mux(piped, pipe.in_flight, 0))
                          < (Const(1, INDEX_BITS + 1) << self.cpl_log2))
-                with m.If(~space):
+                with m.If(retiring):
+                    m.next = "COMPLETE_PREP"
+                with m.Elif(~space):
                     m.d.comb += self.set_waiting.eq(1)
                     m.next = "IDLE"
                 with m.Elif(is_event):
@@ -389,8 +435,8 @@ class DmaSequencer(wiring.Component):
                     m.d.sync += event.eq(self.events.payload)
                     m.next = "COMPLETE_PREP"
                 with m.Else():
-                    hit = (cache_count[ring] != 0) & (cache_start[ring] == self.head)
-                    m.d.sync += window_end.eq(self.head + Mux(hit, cache_count[ring], 0))
+                    hit = (cache_count[ring] != 0) & (cache_start[ring] == job_head)
+                    m.d.sync += window_end.eq(job_head + Mux(hit, cache_count[ring], 0))
                     with m.If(hit):
                         m.next = "CACHED"
                     with m.Else():
@@ -423,14 +469,14 @@ class DmaSequencer(wiring.Component):
                 with m.Else():
                     m.next = "FETCH_ISSUE"
             with m.State("FETCH_ISSUE"):
-                m.d.comb += self.rd_cmd.valid.eq(1)
+                m.d.comb += self.rd_cmd.valid.eq(kinds.w_rdy)
                 with m.If(self.rd_cmd.ready):
                     m.d.sync += [batch_idx.eq(idx), batch_got.eq(0), idx.eq(idx + batch_n)]
                     m.d.comb += entries_in.restart.eq(1)
                     m.next = "RECV"
             with m.State("RECV"):
                 m.d.comb += receiving.eq(1)
-                with m.If(self.rd_status.valid):
+                with m.If(rd_status_valid):
                     m.d.sync += window_end.eq(batch_idx + batch_got + entries_in.valid)
                     with m.If(self.rd_status.payload.status != DmaStatus.OK):
                         m.d.sync += [fetch_error.eq(1),
@@ -449,7 +495,10 @@ class DmaSequencer(wiring.Component):
                 with m.If(fetch_error):
                     m.d.sync += [status.eq(Mux(is_tx, TxStatus.DMA_ERROR, RxStatus.DMA_ERROR)),
                                  chunks.eq(tail - head)]
-                    m.next = "COMPLETE_PREP"
+                    with m.If(is_tx):
+                        m.next = "TX_PARK"
+                    with m.Else():
+                        m.next = "COMPLETE_PREP"
                 with m.Elif(~is_tx):
                     m.d.sync += [chunks.eq(count), meta.eq(current.meta),
                                  length.eq(current.meta.length), left.eq(current.meta.length)]
@@ -464,7 +513,8 @@ class DmaSequencer(wiring.Component):
                         m.next = "RX_NEXT"
                 with m.Else():
                     m.d.sync += [chunks.eq(count), length.eq(first.total_length),
-                                 left.eq(first.total_length)]
+                                 left.eq(first.total_length),
+                                 notify_job.eq((first.attrs & TxFlag.NOTIFY) != 0)]
                     with m.If(over):
                         m.d.sync += status.eq(TxStatus.TOO_MANY_CHUNKS)
                     with m.Elif(zero | (first.total_length == 0)):
@@ -484,7 +534,7 @@ class DmaSequencer(wiring.Component):
                               & (first.flow < self.tx_flows) & (total == first.total_length)):
                         m.next = "TX_ROOM"
                     with m.Else():
-                        m.next = "COMPLETE_PREP"
+                        m.next = "TX_PARK"
 
             # -- RX: the frame into the pvec's chunks ------------------------------------------
             with m.State("RX_PIECE"):
@@ -531,35 +581,56 @@ class DmaSequencer(wiring.Component):
                 with m.If(~repack.busy):
                     m.next = "COMPLETE_PREP"
 
-            # -- TX: the chunks' data into the TX buffer ---------------------------------------
+            # -- TX: a job for the TX pipe, then its chunks' reads -----------------------------
             with m.State("TX_ROOM"):
                 need = (length + wb - 1) >> (wb.bit_length() - 1)
-                with m.If(self.tx_room >= need):
+                with m.If(room_free >= need):
                     m.next = "TX_START"
             with m.State("TX_START"):
-                m.d.comb += [feeding_tx.eq(1), repack.cmd.valid.eq(1),
-                             repack.cmd.payload.length.eq(length)]
-                with m.If(repack.cmd.ready):
+                job = pipe.job.payload
+                m.d.comb += [
+                    pipe.job.valid.eq(1),
+                    job.length.eq(length), job.port.eq(first.port), job.flow.eq(first.flow),
+                    job.reads.eq(count), job.ring.eq(ring), job.head.eq(head),
+                    job.chunks.eq(count), job.notify.eq(notify_job), job.status.eq(TxStatus.OK),
+                ]
+                with m.If(pipe.job.ready):  # it is: TX jobs start only when the pipe has room
+                    m.d.sync += pipe_ring.eq(ring)
                     m.next = "TX_NEXT"
+            with m.State("TX_PARK"):
+                # A pvec that sends nothing (a bad descriptor, a failed descriptor read) still
+                # goes through the pipe, so its completion follows those of the pvecs before it.
+                job = pipe.job.payload
+                m.d.comb += [
+                    pipe.job.valid.eq(1),
+                    job.ring.eq(ring), job.head.eq(head), job.chunks.eq(chunks),
+                    job.notify.eq(notify_job), job.status.eq(status),
+                    job.dma_status.eq(dma_status), job.agent.eq(dma_agent),
+                    job.index.eq(dma_index),
+                ]
+                with m.If(pipe.job.ready):
+                    m.d.sync += [pipe_ring.eq(ring), issue_head.eq(head + chunks)]
+                    with m.If(~fetch_error):
+                        keep_window(head + chunks, window_end)
+                    with m.Else():
+                        m.d.sync += cache_count[ring].eq(0)
+                    m.next = "IDLE"
             with m.State("TX_READ"):
-                m.d.comb += [feeding_tx.eq(1), self.rd_cmd.valid.eq(1)]
+                m.d.comb += [self.rd_cmd.valid.eq(kinds.w_rdy), reading.eq(1)]
                 with m.If(self.rd_cmd.ready):
                     m.d.sync += chunk.eq(chunk + 1)
                     with m.If(chunk + 1 == count):
-                        m.next = "TX_WAIT"
+                        # The pipe completes the pvec; the ring's next pvec may start now.
+                        m.d.sync += issue_head.eq(head + count)
+                        keep_window(head + count, window_end)
+                        m.next = "IDLE"
                     with m.Else():
                         m.next = "TX_NEXT"
             with m.State("TX_NEXT"):  # the descriptor memory reads the next chunk
-                m.d.comb += feeding_tx.eq(1)
                 m.next = "TX_LATCH"
             with m.State("TX_LATCH"):
-                m.d.comb += feeding_tx.eq(1)
                 m.d.sync += [cmd_addr.eq(d_addr), cmd_len.eq(d_len)]
                 m.next = "TX_READ"
-            with m.State("TX_WAIT"):
-                m.d.comb += feeding_tx.eq(1)
-                with m.If(statuses_in & ~repack.busy):
-                    m.next = "COMPLETE_PREP"
 
             # -- the completion entry ----------------------------------------------------------
             with m.State("COMPLETE_PREP"):
@@ -584,10 +655,11 @@ class DmaSequencer(wiring.Component):
                              (status == RxStatus.OK) | (status == RxStatus.TRUNCATED))
                     dma_failed = fetch_error | tx_error
                     m.d.comb += [self.set_head.eq(1), self.new_head.eq(head + chunks)]
-                    keep_window(head + chunks, window_end)
+                    with m.If(~retiring):  # a retired TX pvec left the cache at its issue
+                        keep_window(head + chunks, window_end)
                     with m.If(fetch_error | disturbed):
                         m.d.sync += cache_count[ring].eq(0)
-                    with m.If(is_tx & ((first.attrs & TxFlag.NOTIFY) != 0) & ~fetch_error):
+                    with m.If(is_tx & notify_job & ~fetch_error):
                         m.d.comb += self.notify.bit_select(ring, 1).eq(1)
                     with m.If(~ok):
                         m.d.comb += [self.ring_error.eq(1), self.error_status.eq(status),
@@ -629,15 +701,6 @@ class DmaSequencer(wiring.Component):
         for r in range(R + T):
             with m.If(~self.ring_enabled[r] | self.resetting | ~self.enable):
                 m.d.sync += cache_count[r].eq(0)
-
-        # TX read statuses: count them, remember the first failure.
-        with m.If(self.rd_status.valid & feeding_tx):
-            m.d.sync += rd_statuses.eq(rd_statuses + 1)
-            with m.If((self.rd_status.payload.status != DmaStatus.OK) & ~tx_error):
-                m.d.sync += [tx_error.eq(1), dma_status.eq(self.rd_status.payload.status),
-                             dma_agent.eq(DmaAgent.TX_DATA)]
-                m.d.sync += status.eq(TxStatus.DMA_ERROR)
-        m.d.comb += statuses_in.eq(rd_statuses == count)
 
         # Completion entries, per the formats (stable from COMPLETE until the writer took them).
         event_entry = Cat(event, Const(0, 128 - event.shape().size - 1), phase)
