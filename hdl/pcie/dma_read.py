@@ -220,9 +220,10 @@ class DmaReader(wiring.Component):
         m.d.comb += [dcmd.payload.start.eq(Cat(cmd.payload.addr[:2], s.alloc)),
                      dcmd.payload.length.eq(cmd.payload.length)]
 
+        # MRRS is configuration: registered, it keeps its decoding off the request's path.
         code = Mux(cfg.max_read_request > 5, 5, cfg.max_read_request)
-        mrrs = Signal(range(4097))
-        m.d.comb += mrrs.eq(Mux((128 << code) > self.max_read_request, self.max_read_request,
+        mrrs = Signal(range(4097), init=128)
+        m.d.sync += mrrs.eq(Mux((128 << code) > self.max_read_request, self.max_read_request,
                                 128 << code))
         room = Signal(range(4097))
         m.d.comb += room.eq(mrrs - (addr[:12] & (mrrs - 1)))
