@@ -38,7 +38,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
-from amaranth.utils import exact_log2
+from amaranth.utils import ceil_log2, exact_log2
 
 from partner.formats import FRAME_META
 
@@ -71,7 +71,7 @@ class FlowQueues(wiring.Component):
     flows : int
         Number of flows (queues).
     cells, cell_bytes : int
-        Buffer size: ``cells`` cells of ``cell_bytes`` bytes (powers of two,
+        Buffer size: ``cells`` cells (any number >= 2) of ``cell_bytes`` bytes (a power of two,
         ``cell_bytes >= width_bytes``).
     classes : int
         Strict-priority classes (larger wins).
@@ -104,7 +104,8 @@ class FlowQueues(wiring.Component):
     def __init__(self, width_bytes: int, flows: int, cells: int, cell_bytes: int,
                  classes: int = 4, *, meta=None, quantum: int = 256, quota_bits: int = 24):
         _power_of_two("width_bytes", width_bytes)
-        _power_of_two("cells", cells, 2)
+        if not isinstance(cells, int) or cells < 2:
+            raise ValueError(f"cells must be an integer >= 2, not {cells!r}")
         _power_of_two("cell_bytes", cell_bytes, width_bytes)
         if flows < 1 or classes < 1:
             raise ValueError("need at least one flow and one class")
@@ -142,10 +143,15 @@ class FlowQueues(wiring.Component):
         m = Module()
         w, n, cells = self.width_bytes, self.flows, self.cells
         bpc = self.cell_bytes // w  # beats per cell
-        lbpc, lcb, cbits = exact_log2(bpc), exact_log2(self.cell_bytes), exact_log2(cells)
+        # `cells` need not be a power of two: a cell number is `cbits` wide and only ever holds
+        # 0 .. cells-1 (the allocator hands them out; links and frame handles copy them), the
+        # data memory's address is `cell * bpc + beat` with `bpc` a power of two (a `Cat`),
+        # and every memory indexed by a cell is `cells` deep.
+        lbpc, lcb, cbits = exact_log2(bpc), exact_log2(self.cell_bytes), ceil_log2(cells)
         count_bits = cbits + 1  # frames one flow can hold (at most `cells`), plus one
-        # Byte totals wrap modulo 2**acc_bits, 8 times the buffer: see "admission" below.
-        acc_bits = exact_log2(self.byte_capacity) + 3
+        # Byte totals wrap modulo 2**acc_bits, the smallest power of two >= 8 times the buffer:
+        # see "admission" below.
+        acc_bits = ceil_log2(self.byte_capacity) + 3
         lut = {"ram_style": "distributed"}
 
         def cells_for(nbytes):
@@ -158,8 +164,25 @@ class FlowQueues(wiring.Component):
         ref = frame_ref(cbits, LEN_BITS)
 
         # -- memories -----------------------------------------------------------------------
-        m.submodules.data_mem = data_mem = Memory(shape=8 * w, depth=cells * bpc, init=[])
-        data_wr, data_rd = data_mem.write_port(), data_mem.read_port()
+        # Cell data, address `cell * bpc + beat`. A buffer whose size is not a power of two is
+        # two banks: the first 2**(cbits-1) cells and the rest, chosen by the top bit of the
+        # cell number. Each bank then maps onto block RAMs that need no multiplexer behind them
+        # (as one memory, 288 cells of 64 bytes would be nine 2048-deep block RAMs behind a 9:1
+        # multiplexer at width 1, five 512-deep ones behind a 5:1 at width 8: three LUT levels
+        # between a block RAM and the output). The reader registers the bank of the beat it
+        # loads, so the choice between the banks takes its select from a flip-flop.
+        low_cells = cells if cells & (cells - 1) == 0 else 1 << (cbits - 1)
+        bank_bits = exact_log2(low_cells)  # bits of a cell number inside its bank
+        data_banks = [Memory(shape=8 * w, depth=low_cells * bpc, init=[])]
+        if low_cells < cells:
+            data_banks.append(Memory(shape=8 * w, depth=(cells - low_cells) * bpc, init=[]))
+        for k, bank in enumerate(data_banks):
+            m.submodules[("data_mem", "data_mem_high")[k]] = bank
+        data_wr = [bank.write_port() for bank in data_banks]
+        data_rd = [bank.read_port() for bank in data_banks]
+
+        def in_bank(k, cell):
+            return 1 if len(data_banks) == 1 else cell[-1] == k
         # Next cell of the same frame, written when the writer moves to a new cell.
         m.submodules.link_mem = link_mem = Memory(shape=cbits, depth=cells, init=[])
         link_wr, link_rd = link_mem.write_port(), link_mem.read_port()
@@ -308,8 +331,8 @@ class FlowQueues(wiring.Component):
         # Admit iff in_use + length <= quota, in_use = admitted - released. With
         # h = min(quota - length, 2**(acc_bits-1) - 1) and y = released + h (mod 2**acc_bits),
         # that is: (y - admitted) mod 2**acc_bits < 2**(acc_bits-1), because in_use (as seen with
-        # a released total a few cycles old) stays below twice the buffer, a quarter of the
-        # modulus. Stage 4 then needs one subtraction.
+        # a released total a few cycles old) stays below twice the buffer, at most a quarter of
+        # the modulus. Stage 4 then needs one subtraction.
         hmax = (1 << (acc_bits - 1)) - 1
         h = s3["headroom"]
         bound = Signal(acc_bits)
@@ -387,8 +410,9 @@ class FlowQueues(wiring.Component):
             cell.eq(Mux(new_cell5, alloc.cell, w5_cell)),
             first_cell.eq(Mux(s5["start"], alloc.cell, w5_first)),
             alloc.alloc.eq(new_cell5),
-            data_wr.addr.eq(Cat(s5["bic"], cell)), data_wr.data.eq(s5["data"]),
-            data_wr.en.eq(store),
+            *(port.addr.eq(Cat(s5["bic"], cell[:bank_bits])) for port in data_wr),
+            *(port.data.eq(s5["data"]) for port in data_wr),
+            *(port.en.eq(store & in_bank(k, cell)) for k, port in enumerate(data_wr)),
             link_wr.addr.eq(w5_cell), link_wr.data.eq(alloc.cell),
             link_wr.en.eq(new_cell5 & ~s5["start"]),
             meta_wr.addr.eq(alloc.cell), meta_wr.data.eq(s5["meta"]),
@@ -470,6 +494,7 @@ class FlowQueues(wiring.Component):
         o_len = Signal(LEN_BITS)
         o_nbytes = Signal(range(w + 1))
         o_first, o_last = Signal(), Signal()
+        o_bank = Signal()  # the data bank of the beat in the output register
 
         advance = ~o.valid | o.ready
         take = advance & ~r_more & slot_valid
@@ -494,7 +519,8 @@ class FlowQueues(wiring.Component):
                          rd_cell.eq(Mux(r_bic == 0, next_cell, r_cell)),
                          is_last.eq(r_le1), le2.eq(r_le2), le3.eq(r_rem <= 3 * w)]
         m.d.comb += [
-            data_rd.addr.eq(Cat(rd_bic, rd_cell)), data_rd.en.eq(load),
+            *(port.addr.eq(Cat(rd_bic, rd_cell[:bank_bits])) for port in data_rd),
+            *(port.en.eq(load) for port in data_rd),
             link_rd.addr.eq(rd_cell), link_rd.en.eq(load & enter),
             # A cell goes back to the allocator once its last beat is read.
             alloc.free.eq(load & ((rd_bic == bpc - 1) | is_last)),
@@ -504,7 +530,8 @@ class FlowQueues(wiring.Component):
             m.d.sync += [o.valid.eq(1), o_nbytes.eq(Mux(is_last, rd_rem, w)),
                          o_first.eq(take), o_last.eq(is_last), r_cell.eq(rd_cell),
                          r_bic.eq(rd_bic + 1), r_rem.eq(rd_rem - w),
-                         r_more.eq(~is_last), r_le1.eq(le2), r_le2.eq(le3)]
+                         r_more.eq(~is_last), r_le1.eq(le2), r_le2.eq(le3),
+                         o_bank.eq(rd_cell[-1])]
         with m.Elif(advance):
             m.d.sync += o.valid.eq(0)
         with m.If(take):
@@ -516,11 +543,13 @@ class FlowQueues(wiring.Component):
                          slot_cell.eq(sched.sel_frame.cell), slot_len.eq(sel_len),
                          slot_le1.eq(sel_len <= w), slot_le2.eq(sel_len <= 2 * w),
                          slot_le3.eq(sel_len <= 3 * w)]
+        o_data = (data_rd[0].data if len(data_rd) == 1
+                  else Mux(o_bank, data_rd[1].data, data_rd[0].data))
         m.d.comb += [
             o.payload.nbytes.eq(o_nbytes), o.payload.first.eq(o_first),
             o.payload.last.eq(o_last),
             # Lanes past nbytes are driven 0, as the stream format asks of senders.
-            o.payload.data.eq(Cat(*(Mux(o_nbytes > k, data_rd.data[8 * k:8 * k + 8], 0)
+            o.payload.data.eq(Cat(*(Mux(o_nbytes > k, o_data[8 * k:8 * k + 8], 0)
                                     for k in range(w)))),
         ]
 

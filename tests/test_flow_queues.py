@@ -157,7 +157,7 @@ async def fill_to_the_brim(ctx, dut, model):
     cell_bytes, flows = dut.cell_bytes, dut.flows
     for flow in range(flows):
         await configure(ctx, dut, model, flow, quota=dut.cells * cell_bytes)
-    frames = [(k % flows, bytes([k]) * cell_bytes, k & 0xFF) for k in range(dut.cells)]
+    frames = [(k % flows, bytes([k & 0xFF]) * cell_bytes, k & 0xFF) for k in range(dut.cells)]
     await run_traffic(ctx, dut, model, Traffic(frames).cycles(dut.width_bytes),
                       ready=lambda: False, drain=False)
     for _ in range(4):
@@ -233,10 +233,12 @@ def random_frames(rng, n, flows, max_len, mismatch=0.0):
 
 
 @pytest.mark.parametrize(("width", "cells", "cell_bytes", "seed"),
-                         [(1, 16, 4, 1), (4, 16, 4, 2), (4, 32, 16, 3), (8, 16, 64, 4)])
+                         [(1, 16, 4, 1), (4, 16, 4, 2), (4, 32, 16, 3), (8, 16, 64, 4),
+                          (1, 5, 16, 5), (4, 288, 4, 11), (8, 3, 64, 7)])
 def test_random_against_model(width, cells, cell_bytes, seed):
     """Random frames, flows, classes, weights, quotas (some closed), input gaps, output
-    backpressure and configuration changes while frames are queued."""
+    backpressure and configuration changes while frames are queued. Buffers of 5, 288 and 3
+    cells (not powers of two) wrap the free-cell FIFO explicitly."""
     rng = random.Random(seed)
     flows, quantum = 4, 16
     dut, core = build(width, flows, cells, cell_bytes, classes=2, quantum=quantum)
@@ -275,16 +277,17 @@ def test_random_against_model(width, cells, cell_bytes, seed):
     simulate(dut, bench)
 
 
-@pytest.mark.parametrize(("width", "cell_bytes"), [(1, 2), (2, 2)])
-def test_exhaustive_short_sequences(width, cell_bytes):
-    """Pointer and quota logic, bounded exhaustive check: 2 flows, 4 cells of 2 bytes; every
-    sequence of up to 3 frames over {flow 0, 1} x {1, 3, 5 bytes} (1, 2 and 3 cells), each
-    with the output stalled during the input, always ready, and ready every other cycle. The
-    sequences run one after the other in one simulation, so they start from every free-FIFO
-    rotation the previous ones left. Quotas: flow 0 6 bytes, flow 1 the whole buffer; both in
-    one class with weights 1 and 2 and a 2-byte quantum, so DRR needs several turns for
-    a 5-byte frame."""
-    flows, cells = 2, 4
+@pytest.mark.parametrize(("width", "cells", "cell_bytes"), [(1, 4, 2), (2, 4, 2), (1, 3, 2),
+                                                           (2, 5, 2)])
+def test_exhaustive_short_sequences(width, cells, cell_bytes):
+    """Pointer and quota logic, bounded exhaustive check: 2 flows, 4 (or 3, or 5) cells of 2
+    bytes; every sequence of up to 3 frames over {flow 0, 1} x {1, 3, 5 bytes} (1, 2 and 3
+    cells), each with the output stalled during the input, always ready, and ready every other
+    cycle. The sequences run one after the other in one simulation, so they start from every
+    free-FIFO rotation the previous ones left. Quotas: flow 0 6 bytes, flow 1 the whole
+    buffer; both in one class with weights 1 and 2 and a 2-byte quantum, so DRR needs several
+    turns for a 5-byte frame."""
+    flows = 2
     dut, core = build(width, flows, cells, cell_bytes, classes=1, quantum=2)
     model = FlowQueuesCycleModel(core, width)
     alphabet = [(flow, length) for flow in range(flows) for length in (1, 3, 5)]
@@ -293,7 +296,7 @@ def test_exhaustive_short_sequences(width, cell_bytes):
 
     async def bench(ctx):
         await configure(ctx, dut, model, 0, quota=6, weight=1)
-        await configure(ctx, dut, model, 1, quota=8, weight=2)
+        await configure(ctx, dut, model, 1, quota=cells * cell_bytes, weight=2)
         for n in range(1, 4):
             for seq in itertools.product(alphabet, repeat=n):
                 frames = [(f, rng.randbytes(length), rng.randrange(256)) for f, length in seq]
@@ -651,7 +654,9 @@ def test_cocotb_random_long_run():
 
 
 @pytest.mark.cocotb
-def test_cocotb_exhaustive_sequences_of_4():
-    model = cocotb_build("flow_queues_small", **SMALL)
-    model.run(BENCH, testcase="exhaustive_sequences", env=cocotb_env(**SMALL, max_seq=4),
+@pytest.mark.parametrize("cells", [4, 3])
+def test_cocotb_exhaustive_sequences_of_4(cells):
+    params = {**SMALL, "cells": cells}
+    model = cocotb_build(f"flow_queues_small_c{cells}", **params)
+    model.run(BENCH, testcase="exhaustive_sequences", env=cocotb_env(**params, max_seq=4),
               seed=1)

@@ -185,13 +185,13 @@ async def random_long_run(dut):
 async def exhaustive_sequences(dut):
     """Every sequence of up to FQ_MAX_SEQ frames over {flow 0, 1} x {1, 3, 5 bytes}, each with
     the output stalled during the input, always ready and ready every other cycle (the
-    amaranth.sim test covers up to 3 frames; this one goes further). Expects 2 flows, 4 cells
-    of 2 bytes, one class, quantum 2."""
+    amaranth.sim test covers up to 3 frames; this one goes further). Expects 2 flows, a few
+    cells of 2 bytes (4, or 3 or 5: not a power of two), one class, quantum 2."""
     bench = Bench(dut)
     await bench.start()
     rng = random.Random(5)
     await bench.configure(0, quota=6, weight=1)
-    await bench.configure(1, quota=8, weight=2)
+    await bench.configure(1, quota=P["cells"] * P["cell_bytes"], weight=2)
     alphabet = [(flow, length) for flow in range(2) for length in (1, 3, 5)]
     runs = 0
     for n in range(1, int(os.environ.get("FQ_MAX_SEQ", "4")) + 1):
