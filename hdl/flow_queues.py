@@ -338,7 +338,7 @@ class FlowQueues(wiring.Component):
         bound = Signal(acc_bits)
         m.d.comb += [bound.eq(s3["rel"] + Mux(h > hmax, hmax, h[:acc_bits])),
                      enq.addr.eq(s3["flow"])]
-        s4 = follow(s3, 4, drop=("headroom", "closed", "give"))
+        s4 = follow(s3, 4, drop=("headroom", "closed", "give", "cells_if"))
         # A first beat of a flow not admitted to since reset (the decisions of the last three
         # cycles are forwarded by the admitted-bytes memory, older ones are in `seen`).
         seen_set, seen_flow = Signal(), Signal(range(n))  # the decision of the last cycle
@@ -384,15 +384,19 @@ class FlowQueues(wiring.Component):
             m.d.sync += w_fresh.eq(s4["fresh"])
 
         # Free cells: this beat's reservation or give-back, and a release (see below). Both
-        # outcomes are summed before `act` is known, which then only selects.
+        # outcomes are summed before `act` is known, which then only selects. The cells of the
+        # release (`rel_cells`) and their sum with the beat's are registers, formed a cycle
+        # ahead, so that each outcome is one addition to the count.
         rel_cells = Signal(range(cells + 1))
-        with_beat = Signal(signed(cbits + 3))
-        m.d.comb += with_beat.eq(rel_cells + s4["cells_if"])
+        rel_cells_ahead = Signal(range(cells + 1))  # the release of the next cycle
+        m.d.sync += rel_cells.eq(rel_cells_ahead)
+        with_beat = stage("s4_with_beat", signed(cbits + 3),
+                          rel_cells_ahead + s3["cells_if"])
         free_if, free_else = Signal.like(free_avail), Signal.like(free_avail)
         m.d.comb += [free_if.eq(free_avail + with_beat), free_else.eq(free_avail + rel_cells)]
         m.d.sync += free_avail.eq(Mux(act, free_if, free_else))
 
-        s5 = follow(s4, 5, drop=("bound", "bad", "need", "bytes_if", "cells_if"))
+        s5 = follow(s4, 5, drop=("bound", "bad", "need", "bytes_if"))
         s5["admitted"] = stage("s5_admitted", 1, admitted)
         s5["ok_quota"] = stage("s5_ok_quota", 1, ok_quota)
         s5["ok_buf"] = stage("s5_ok_buf", 1, ok_buf)
@@ -565,10 +569,11 @@ class FlowQueues(wiring.Component):
         rel_len = [o_len]
         for k in range(1, 8):
             rel_valid.append(stage(f"rel{k}_valid", 1, rel_valid[-1]))
+        for k in range(1, 7):
             rel_len.append(stage(f"rel{k}_len", LEN_BITS, rel_len[-1]))
         m.d.comb += [rel.new.eq(rel.old + rel_len[2]), rel.write.eq(rel_valid[2]),
                      deq.new.eq(deq.old + 1), deq.write.eq(rel_valid[2]),
-                     rel_cells.eq(Mux(rel_valid[7], cells_for(rel_len[7]), 0))]
+                     rel_cells_ahead.eq(Mux(rel_valid[6], cells_for(rel_len[6]), 0))]
         m.d.sync += self.frames_queued.eq(self.frames_queued + commit - rel_valid[7])
 
         # -- counter read port ----------------------------------------------------------------
