@@ -15,7 +15,7 @@ from cocotb.task import bridge
 from cocotb.triggers import ClockCycles
 from cocotbext.pcie.core.tlp import CplStatus
 
-from partner.pcie.formats import DmaEvent
+from partner.pcie.formats import DmaEvent, TxStatus
 from partner.pvec import Pvec
 from partner.sim.card import CardHarness
 
@@ -184,4 +184,105 @@ async def polling_mode_delivers_without_interrupts(dut):
     got = await bridge(pull_frames)(dev, len(frames))
     assert got == [(key, f.ljust(60, b"\0")) for f in frames]
     assert not any(dev.bus.irq_fired(v) for v in range(dev.bus.irq_vectors))
+    await bridge(dev.shutdown)()
+
+
+def fill(pvec, data):
+    """Write `data` into the chunks of `pvec`, in order."""
+    offset = 0
+    for chunk in pvec.chunks:
+        chunk.view[:] = data[offset:offset + len(chunk.view)]
+        offset += len(chunk.view)
+    assert offset == len(data)
+
+
+@cocotb.test()
+async def pushes_of_every_shape_go_out_whole(dut):
+    """Pvecs of one to sixteen chunks out of device buffers, zero copy: one-byte chunks, chunks
+    straddling a 4 KiB boundary at odd offsets, and a 9000-byte jumbo frame (after raising
+    `tx_max_length`); each leaves its port as one frame with exactly its bytes."""
+    card = harness(dut)
+    await card.start()
+    dev = await bridge(card.open_driver)(tx_moderation=(1, 0), buffer_size=8192, buffers=160,
+                                         tx_max_length=9018)
+    key = await bridge(dev.open)("eth/ipv4/udp", "dst_port=6")
+    tiny = udp(6, bytes(range(40)))  # 82 bytes: fifteen 1-byte chunks and the rest
+    straddling = udp(6, bytes((3 * i) & 0xFF for i in range(1400)))
+    jumbo = udp(6, bytes((11 * i + 5) & 0xFF for i in range(9000 - 42)))
+
+    def push_all():
+        pvec = Pvec()
+        for _ in range(15):
+            pvec.extend(dev.alloc(1))
+        pvec.extend(dev.alloc(len(tiny) - 15))
+        fill(pvec, tiny)
+        dev.push(key, {"port": 0}, pvec)
+
+        pvec, cut = Pvec(), [0, 300, 302, len(straddling)]
+        for start, end, offset in zip(cut, cut[1:], (4089, 4095, 4000), strict=False):
+            buffer = dev.alloc(offset + end - start)
+            assert len(buffer.chunks) == 1
+            buffer.chunks[0].view[offset:] = straddling[start:end]
+            pvec.extend(buffer[offset:])
+        dev.push(key, {"port": 1}, pvec)
+
+        pvec = dev.alloc(len(jumbo))  # two 8192-byte buffers
+        fill(pvec, jumbo)
+        dev.push(key, {"port": 0}, pvec)
+        return dev.stats["tx_copied"]
+
+    assert await bridge(push_all)() == 0, "device buffers go out zero copy"
+    assert await card.transmitted(0, 2, cycles=40000) == [tiny, jumbo]
+    assert await card.transmitted(1, 1) == [straddling]
+
+    def reap():
+        dev.pull_many(1, timeout=100e-6)  # reclaims TX completions
+        return dev.stats["tx_frames"], dev.ctl(None, "buffers")
+
+    frames, buffers = await bridge(reap)()
+    assert frames == 3 and buffers["tx_in_flight"] == 0 and buffers["elsewhere"] == 0, buffers
+    await bridge(dev.shutdown)()
+
+
+@cocotb.test()
+async def bad_tx_descriptors_complete_with_errors_and_events(dut):
+    """TX descriptors the driver never writes (it refuses such pvecs itself), posted on its ring
+    as they are: a zero length, a total beyond `tx_max_length`, a chain of 17 chunks. Each
+    completes with its error and an event, nothing reaches the wire, the ring goes on, and the
+    buffers come home."""
+    card = harness(dut)
+    await card.start()
+    dev = await bridge(card.open_driver)(tx_moderation=(1, 0))
+    key = await bridge(dev.open)("eth/ipv4/udp", "dst_port=8")
+    good = [udp(8, b"good %d" % i + bytes(50 * i)) for i in range(4)]
+    cases = [("ZERO_LENGTH", [(0, 0)], 0), ("OVERSIZE", [(0, 2048), (2048, 2048)], 4096),
+             ("TOO_MANY_CHUNKS", [(10 * i, 10) for i in range(17)], 170)]
+
+    def post_bad_and_good():
+        ring = dev.tx[0]
+        flow = dev.flow(key).state.tx_flow
+        push_frame(dev, key, good[0], 0)
+        for n, (_, pieces, total) in enumerate(cases):
+            held = dev.alloc(4096)
+            base = dev._pool_bus + held.chunks[0].aggregate.offset
+            entries = [(base + at, length, i < len(pieces) - 1, 0, flow, key, total, 0)
+                       if i == 0 else (base + at, length, i < len(pieces) - 1, 0, 0, 0, 0, 0)
+                       for i, (at, length) in enumerate(pieces)]
+            ring.post(entries, [held] + [None] * (len(entries) - 1))
+            dev.bus.write32(dev._tx_tail, ring.tail)
+            push_frame(dev, key, good[n + 1], 0)
+
+    await bridge(post_bad_and_good)()
+    assert await card.transmitted(0, len(good)) == good
+    assert await card.transmitted(0, 1, cycles=2000) == [], "a bad pvec reached the wire"
+
+    def reap():
+        dev.pull_many(1, timeout=100e-6)  # reclaims TX completions
+        return dev.stats["tx_errors"], dev.ctl(None, "events"), dev.ctl(None, "buffers")
+
+    errors, events, buffers = await bridge(reap)()
+    assert errors == {name: 1 for name, _, _ in cases}, errors
+    assert [(e["kind"], e["status"]) for e in events if e["kind"] == DmaEvent.TX_DESC_ERROR] == [
+        (DmaEvent.TX_DESC_ERROR, TxStatus[name]) for name, _, _ in cases], events
+    assert buffers["tx_in_flight"] == 0 and buffers["elsewhere"] == 0, buffers
     await bridge(dev.shutdown)()
