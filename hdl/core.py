@@ -62,12 +62,14 @@ class DeviceCore(wiring.Component):
 
     Parameters: `rules` flow-table entries; `queues` host queues (plus the slow path);
     `tx_flows` host TX flows per port; `rx_fifo_bytes` receive buffer per port; `cells` and
-    `cell_bytes` the buffer of each flow-queue block; `ways` flow-table entries compared per
-    cycle (default: enough for every port at line rate with minimum-size frames).
+    `cell_bytes` the buffer of each flow-queue block (default 288 cells of 64 bytes: two
+    9000-byte frames, one leaving while the next is admitted, need 282); `ways` flow-table
+    entries compared per cycle (default: enough for every port at line rate with minimum-size
+    frames).
     """
 
     def __init__(self, *, ports: int = 2, width_bytes: int = 1, rules: int = 16, queues: int = 2,
-                 tx_flows: int = 8, rx_fifo_bytes: int = 16384, cells: int = 256,
+                 tx_flows: int = 8, rx_fifo_bytes: int = 16384, cells: int = 288,
                  cell_bytes: int = 64, ways: int | None = None):
         if width_bytes not in (1, 8):
             raise ValueError(f"width_bytes must be 1 (GMII) or 8 (XGMII), not {width_bytes}")
