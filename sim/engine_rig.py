@@ -97,6 +97,7 @@ class Rig:
         self.tx_sink = StreamSink(self.dut.tx, random.Random(seed + 3), rate)
         self.ev_src = StreamSource(self.dut.events, random.Random(seed + 4), rate)
         self.irqs = [0] * vectors
+        self.on_irq = None  # called with the vector of each interrupt, as it is raised
         self.rx = {}
         self.tx = {}
         self.events = None
@@ -276,6 +277,8 @@ class Rig:
                 for v in range(len(self.irqs)):
                     if irq >> v & 1:
                         self.irqs[v] += 1
+                        if self.on_irq is not None:
+                            self.on_irq(v)
 
         sim.add_process(irq_monitor)
 

@@ -229,6 +229,20 @@ class DmaSequencer(wiring.Component):
         wr_taken = self.wr_cmd.valid & self.wr_cmd.ready
         done_now = self.wr_done.valid
         m.d.sync += outstanding.eq(outstanding + wr_taken - done_now)
+        # The interrupt strobe of a completion waits for the writer's done of its entry, so the
+        # MSI-X write follows the entry's MWr on the link (see FINISH); counting commands given
+        # and done, the strobe of the n-th command is due once n are done.
+        given, finished = Signal(16), Signal(16)
+        m.d.sync += [given.eq(given + wr_taken), finished.eq(finished + done_now)]
+        strobe_layout = data.StructLayout({"seq": 16, "ring": range(n), "notify": 1})
+        m.submodules.strobes = strobes = SyncFIFOBuffered(width=strobe_layout.size, depth=8)
+        strobe = data.View(strobe_layout, strobes.r_data)
+        due = Signal(16)
+        m.d.comb += due.eq(finished - strobe.seq)
+        with m.If(strobes.r_rdy & ~due[-1]):
+            m.d.comb += [strobes.r_en.eq(1), self.written.bit_select(strobe.ring, 1).eq(1),
+                         self.notify.bit_select(strobe.ring, 1).eq(strobe.notify)]
+        cpl_seq = Signal(16)  # the completion entry's command number
 
         # -- descriptor entries from the read data or the cache ----------------------------------
         m.submodules.entries_in = entries_in = EntryReader(wb)
@@ -384,7 +398,7 @@ class DmaSequencer(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.idle.eq((outstanding == 0) & pipe.empty)
+                m.d.comb += self.idle.eq((outstanding == 0) & pipe.empty & (strobes.level == 0))
                 m.d.sync += [count.eq(0), chain_done.eq(0), zero.eq(0), total.eq(0),
                              fetch_error.eq(0), truncated.eq(0), tx_error.eq(0),
                              used.eq(0), written_bytes.eq(0), cache_pending.eq(0),
@@ -644,12 +658,15 @@ class DmaSequencer(wiring.Component):
                 m.d.comb += self.wr_cmd.valid.eq(1)
                 with m.If(self.wr_cmd.ready):
                     m.d.comb += entries_out.start.eq(1)
-                    m.next = "WAIT_DONE"
-            with m.State("WAIT_DONE"), m.If(~entry_out & (outstanding == 0)):
-                m.next = "FINISH"
-            with m.State("FINISH"), m.If(~self.stall):
-                m.d.comb += [self.bump_cpl.eq(1),
-                             self.written.bit_select(ring, 1).eq(1)]
+                    m.d.sync += cpl_seq.eq(given + 1)
+                    m.next = "FINISH"
+            # The entry is given to the writer (its MWr follows the data's in order); indices,
+            # counters and events need not wait for it to leave, the interrupt strobe does.
+            with m.State("FINISH"), m.If(~self.stall & strobes.w_rdy):
+                strobe_in = data.View(strobe_layout, strobes.w_data)
+                m.d.comb += [self.bump_cpl.eq(1), strobes.w_en.eq(1),
+                             strobe_in.seq.eq(cpl_seq), strobe_in.ring.eq(ring),
+                             strobe_in.notify.eq(is_tx & notify_job & ~fetch_error & ~is_event)]
                 with m.If(~is_event):
                     ok = Mux(is_tx, status == TxStatus.OK,
                              (status == RxStatus.OK) | (status == RxStatus.TRUNCATED))
@@ -659,8 +676,6 @@ class DmaSequencer(wiring.Component):
                         keep_window(head + chunks, window_end)
                     with m.If(fetch_error | disturbed):
                         m.d.sync += cache_count[ring].eq(0)
-                    with m.If(is_tx & notify_job & ~fetch_error):
-                        m.d.comb += self.notify.bit_select(ring, 1).eq(1)
                     with m.If(~ok):
                         m.d.comb += [self.ring_error.eq(1), self.error_status.eq(status),
                                      self.post.valid.eq(1)]
