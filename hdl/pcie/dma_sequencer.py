@@ -396,13 +396,22 @@ class DmaSequencer(wiring.Component):
         tx_cpl = Signal(layout(TX_COMPLETION))
         m.d.comb += self.idle.eq(0)
 
+        def prepare_completion():
+            """The completion entry's write command, for COMPLETE."""
+            m.d.sync += [
+                entry_bytes.eq(Mux(is_tx, 8, 16)),
+                cmd_addr.eq(cpl_base + Mux(is_tx, cpl_slot << 3, cpl_slot << 4)),
+                cmd_len.eq(Mux(is_tx, 8, 16)),
+            ]
+
         with m.FSM():
             with m.State("IDLE"):
                 m.d.comb += self.idle.eq((outstanding == 0) & pipe.empty & (strobes.level == 0))
                 m.d.sync += [count.eq(0), chain_done.eq(0), zero.eq(0), total.eq(0),
                              fetch_error.eq(0), truncated.eq(0), tx_error.eq(0),
                              used.eq(0), written_bytes.eq(0), cache_pending.eq(0),
-                             disturbed.eq(0), retiring.eq(0), notify_job.eq(0)]
+                             disturbed.eq(0), retiring.eq(0), notify_job.eq(0),
+                             chunk.eq(0)]
                 done = pipe.done.payload
                 with m.If(pipe.done.valid):
                     # A TX frame of the pipe has left: its completion first, even in a reset.
@@ -504,7 +513,8 @@ class DmaSequencer(wiring.Component):
                     with m.Else():
                         m.next = "FETCH"
             with m.State("DECIDE"):
-                m.d.sync += [chunk.eq(0), sent_a.eq(0), sent_b.eq(0)]
+                # `chunk` is 0 since IDLE: its descriptor is on the read port already.
+                m.d.sync += [sent_a.eq(0), sent_b.eq(0)]
                 over = count > self.max_chunks_reg
                 with m.If(fetch_error):
                     m.d.sync += [status.eq(Mux(is_tx, TxStatus.DMA_ERROR, RxStatus.DMA_ERROR)),
@@ -524,7 +534,7 @@ class DmaSequencer(wiring.Component):
                         m.next = "COMPLETE_PREP"
                     with m.Else():
                         m.d.sync += status.eq(RxStatus.OK)
-                        m.next = "RX_NEXT"
+                        m.next = "RX_LATCH"
                 with m.Else():
                     m.d.sync += [chunks.eq(count), length.eq(first.total_length),
                                  left.eq(first.total_length),
@@ -592,8 +602,9 @@ class DmaSequencer(wiring.Component):
                     m.next = "RX_DRAIN2"
             with m.State("RX_DRAIN2"):
                 m.d.comb += feeding_rx.eq(1)
+                prepare_completion()
                 with m.If(~repack.busy):
-                    m.next = "COMPLETE_PREP"
+                    m.next = "COMPLETE"
 
             # -- TX: a job for the TX pipe, then its chunks' reads -----------------------------
             with m.State("TX_ROOM"):
@@ -610,7 +621,7 @@ class DmaSequencer(wiring.Component):
                 ]
                 with m.If(pipe.job.ready):  # it is: TX jobs start only when the pipe has room
                     m.d.sync += pipe_ring.eq(ring)
-                    m.next = "TX_NEXT"
+                    m.next = "TX_LATCH"  # chunk 0's descriptor is on the read port
             with m.State("TX_PARK"):
                 # A pvec that sends nothing (a bad descriptor, a failed descriptor read) still
                 # goes through the pipe, so its completion follows those of the pvecs before it.
@@ -648,11 +659,7 @@ class DmaSequencer(wiring.Component):
 
             # -- the completion entry ----------------------------------------------------------
             with m.State("COMPLETE_PREP"):
-                m.d.sync += [
-                    entry_bytes.eq(Mux(is_tx, 8, 16)),
-                    cmd_addr.eq(cpl_base + Mux(is_tx, cpl_slot << 3, cpl_slot << 4)),
-                    cmd_len.eq(Mux(is_tx, 8, 16)),
-                ]
+                prepare_completion()
                 m.next = "COMPLETE"
             with m.State("COMPLETE"):
                 m.d.comb += self.wr_cmd.valid.eq(1)
