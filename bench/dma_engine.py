@@ -15,9 +15,8 @@ The link, its ceiling and the host's latency are those of `bench/dma_link.py` (`
 bytes past a 4 KiB boundary. Counts are simulated cycles (amaranth.sim), exact and repeatable.
 """
 
-from .dma_link import HEADER_DW, MPS, MRRS, OFFSET, SIZES, WIDTHS, ceiling
+from .dma_link import HEADER_DW, MPS, MRRS, OFFSET, sweep
 
-LIMIT = 0.90
 BYTES_PER_POINT = 48000
 LOG2 = 10  # ring entries: more than any point posts
 
@@ -111,17 +110,7 @@ def _frame_ends(rig):
 
 
 def run() -> dict:
-    efficiency, rates, checks = {}, {}, {}
-    for width in WIDTHS:
-        key = f"width_{width}"
-        for direction, measure in (("tx", measure_tx), ("rx", measure_rx)):
-            for size in SIZES:
-                rate = measure(width, size)
-                eff = rate / ceiling(size, width)
-                efficiency.setdefault(key, {}).setdefault(direction, {})[str(size)] = round(eff, 4)
-                rates.setdefault(key, {}).setdefault(direction, {})[str(size)] = round(rate, 3)
-                if size >= 512:
-                    checks[f"{direction}_w{width}_{size}"] = (eff, LIMIT, eff >= LIMIT)
+    efficiency, rates, _, checks = sweep(measure_tx, measure_rx)
     return {
         "unit": "efficiency = payload bytes per cycle / link payload ceiling of bench/dma_link.py "
                 "(descriptor reads and completion entries share the link); rates in payload "

@@ -167,22 +167,27 @@ def measure_rx(width: int, size: int) -> float:
     return size * (len(frames) - 1) / (done.times[-1] - done.times[0])
 
 
-def run() -> dict:
-    efficiency, rates, drain = {}, {}, {}
-    checks = {}
+def sweep(measure_tx, measure_rx):
+    """Every width, direction and size: rates, their efficiency and the checks of sizes of 512
+    bytes and more. A measure returns bytes per cycle, or (bytes per cycle, extra figure)."""
+    efficiency, rates, extra, checks = {}, {}, {}, {}
     for width in WIDTHS:
+        key = f"width_{width}"
         for direction, measure in (("tx", measure_tx), ("rx", measure_rx)):
             for size in SIZES:
                 rate = measure(width, size)
-                if direction == "tx":
-                    rate, lag = rate
-                    drain.setdefault(f"width_{width}", {})[str(size)] = lag
+                if isinstance(rate, tuple):
+                    rate, extra.setdefault(key, {})[str(size)] = rate
                 eff = rate / ceiling(size, width)
-                key = f"width_{width}"
                 efficiency.setdefault(key, {}).setdefault(direction, {})[str(size)] = round(eff, 4)
                 rates.setdefault(key, {}).setdefault(direction, {})[str(size)] = round(rate, 3)
                 if size >= 512:
                     checks[f"{direction}_w{width}_{size}"] = (eff, LIMIT, eff >= LIMIT)
+    return efficiency, rates, extra, checks
+
+
+def run() -> dict:
+    efficiency, rates, drain, checks = sweep(measure_tx, measure_rx)
     return {
         "unit": "efficiency = payload bytes per cycle / link payload ceiling (TLP headers of "
                 f"{HEADER_DW} dwords counted, MPS {MPS}); rates in payload bytes per cycle",
