@@ -667,9 +667,10 @@ class DmaSequencer(wiring.Component):
                     m.d.comb += entries_out.start.eq(1)
                     m.d.sync += cpl_seq.eq(given + 1)
                     m.next = "FINISH"
-            # The entry is given to the writer (its MWr follows the data's in order); indices,
-            # counters and events need not wait for it to leave, the interrupt strobe does.
-            with m.State("FINISH"), m.If(~self.stall & strobes.w_rdy):
+            # Once the entry's beats are with the writer (the EntryWriter reads the entry from
+            # this job's registers while it sends them), indices, counters and events need not
+            # wait for its MWr to leave; the interrupt strobe does.
+            with m.State("FINISH"), m.If(~self.stall & strobes.w_rdy & ~entry_out):
                 strobe_in = data.View(strobe_layout, strobes.w_data)
                 m.d.comb += [self.bump_cpl.eq(1), strobes.w_en.eq(1),
                              strobe_in.seq.eq(cpl_seq), strobe_in.ring.eq(ring),
