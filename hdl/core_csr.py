@@ -4,11 +4,13 @@
 
 Writes that would name a flow-table entry, queue, port or flow the build does not have are not
 carried out; they set a sticky bit in `status` instead. Counters are read through
-`counter_select`: its write starts a snapshot that is complete `COUNTER_SETTLE_CYCLES` later, all
-words taken in the same cycle.
+`counter_select`: its write starts a snapshot, all words taken in the same cycle, and
+`counter_status.done` says when it is in `counter_value` (`COUNTER_SETTLE_CYCLES` after the write
+unless a queue block's counters are busy: they share their memories' update port, see
+partner.hdl.flow_queues).
 """
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
@@ -19,6 +21,7 @@ from partner.regmap import (
     CONFIG,
     COUNTER_NAMES,
     COUNTER_SELECT,
+    COUNTER_STATUS,
     COUNTER_WORDS,
     FORMAT_VERSION,
     IDENT,
@@ -154,10 +157,14 @@ class CoreRegisters(wiring.Component):
 
         m.d.comb += classifier.c_index.eq(select.index)
         for block in (*rx_queues, *tx_queues):
-            m.d.comb += block.c_flow.eq(select.index)
+            # A queue block reads its counters when their memories' port is free and says so
+            # with `c_valid` (two cycles after the request at the earliest, after `ready`).
+            m.d.comb += [block.c_flow.eq(select.index), block.c_req.eq(settled)]
 
         values = [Signal(32, name=f"counter_{i}") for i in range(COUNTER_WORDS)]
         valid = Signal()
+        take = Signal()  # the snapshot is on `values` in this cycle
+        m.d.comb += take.eq(ready)
         with m.Switch(select.block):
             with m.Case(CounterBlock.PORT):
                 m.d.comb += valid.eq((select.unit < self.ports) & (select.index == 0))
@@ -179,10 +186,20 @@ class CoreRegisters(wiring.Component):
                 with m.Case(block_kind):
                     for unit, block in enumerate(queue_blocks):
                         with m.If(select.unit == unit):
-                            m.d.comb += valid.eq(select.index < block.flows)
+                            m.d.comb += [valid.eq(select.index < block.flows),
+                                         take.eq(Mux(valid, block.c_valid, ready))]
                             for i, member in enumerate(_QUEUE_SOURCES):
                                 m.d.comb += values[i].eq(getattr(block, member))
-        with m.If(ready):
+        # `done`: the snapshot of the last write is in `counter_value` (a write clears it; a
+        # queue block's `c_valid` from a request before the write does not come after it).
+        done = Signal()
+        counter_status = Signal(layout(COUNTER_STATUS))
+        with m.If(take):
             for register, value in zip(bank.counter_value, values, strict=True):
                 m.d.sync += register.eq(value)
-        m.d.comb += status.bad_counter_select.eq(ready & ~valid)
+        with m.If(written):
+            m.d.sync += done.eq(0)
+        with m.Elif(take):
+            m.d.sync += done.eq(1)
+        m.d.comb += [status.bad_counter_select.eq(ready & ~valid),
+                     counter_status.done.eq(done), bank.counter_status.eq(counter_status)]

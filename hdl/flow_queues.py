@@ -92,8 +92,15 @@ class FlowQueues(wiring.Component):
     cfg_flow, cfg_quota_bytes, cfg_class, cfg_weight, cfg_en : per-flow configuration write port
         (``cfg_en`` is the write strobe). Quota 0 closes a flow (all its frames are dropped).
     c_flow : ``In(range(flows))``; counter read address.
+    c_req : ``In(1)``
+        A strobe: a snapshot of the counters of ``c_flow`` is wanted (``c_flow`` must hold from
+        this cycle until ``c_valid``). A newer request cancels an older one.
+    c_valid : ``Out(1)``
+        A strobe: the counters of the last request are on ``c_enq_*``, ``c_drop_*`` and
+        ``c_deq_frames`` in this cycle (at the earliest two cycles after ``c_req``; later while
+        the counters' memories are busy updating).
     c_enq_frames, c_enq_bytes, c_drop_quota, c_drop_nobuf, c_deq_frames : ``Out(32)``
-        Counters of flow ``c_flow`` one cycle earlier (wrapping).
+        Counters of flow ``c_flow`` (wrapping), while ``c_valid``.
     c_bytes_in_use : bytes of flow ``c_flow`` held in the buffer, two cycles later.
     o_dropped : ``Out(1)``; a one-cycle strobe per frame dropped (quota or buffer).
     free_cells : cells not reserved by any frame.
@@ -127,6 +134,8 @@ class FlowQueues(wiring.Component):
             "cfg_weight": In(8),
             "cfg_en": In(1),
             "c_flow": In(range(flows)),
+            "c_req": In(1),
+            "c_valid": Out(1),
             "c_enq_frames": Out(32),
             "c_enq_bytes": Out(32),
             "c_drop_quota": Out(32),
@@ -210,9 +219,10 @@ class FlowQueues(wiring.Component):
         # total from its released total, its first commit its committed count from its dequeue
         # count, so that its bytes in use and its queue are empty without a memory sweep.
         seen = Signal(n)
-        m.submodules.enq_counters = enq = RmwMemory(_ENQ_COUNTERS, n, extra_reads=1,
-                                                    ram_style=style)
-        m.submodules.deq_counters = deq = RmwMemory(32, n, extra_reads=1, ram_style=style)
+        # The counters have no read port for the host: its snapshots take the update port in a
+        # cycle in which no update starts (see "counter read port" below).
+        m.submodules.enq_counters = enq = RmwMemory(_ENQ_COUNTERS, n, ram_style=style)
+        m.submodules.deq_counters = deq = RmwMemory(32, n, ram_style=style)
         # Per-flow queue state of the writer: the tail frame and the frames ever committed.
         m.submodules.tail_mem = tail_mem = Memory(shape=cbits, depth=n, init=[], attrs=lut)
         tail_wr, tail_rd = tail_mem.write_port(), tail_mem.read_port(domain="comb")
@@ -334,10 +344,14 @@ class FlowQueues(wiring.Component):
         # a released total a few cycles old) stays below twice the buffer, at most a quarter of
         # the modulus. Stage 4 then needs one subtraction.
         hmax = (1 << (acc_bits - 1)) - 1
+        # The counters' update of a first beat starts here (it writes in stage 5); in other
+        # cycles the counters' port is free for the host's snapshot.
+        enq_start = Signal()
+        m.d.comb += enq_start.eq(s3["valid"] & s3["start"])
         h = s3["headroom"]
         bound = Signal(acc_bits)
         m.d.comb += [bound.eq(s3["rel"] + Mux(h > hmax, hmax, h[:acc_bits])),
-                     enq.addr.eq(s3["flow"])]
+                     enq.addr.eq(Mux(enq_start, s3["flow"], self.c_flow))]
         s4 = follow(s3, 4, drop=("headroom", "closed", "give", "cells_if"))
         # A first beat of a flow not admitted to since reset (the decisions of the last three
         # cycles are forwarded by the admitted-bytes memory, older ones are in `seen`).
@@ -558,37 +572,57 @@ class FlowQueues(wiring.Component):
         ]
 
         # -- release: a frame's bytes and cells are free once its last beat has left ---------
-        # The released-bytes and dequeue-counter updates start in the cycle the last beat
-        # leaves (r) and reach their memories at the end of r+3; admission reads the released
-        # bytes with the first beat, so first beats accepted at r+4 or later see them. The
-        # cells (and `frames_queued`) follow at the end of r+7, which is when the admission of
-        # such a first beat reads the free-cell count.
+        # The released-bytes update starts in the cycle the last beat leaves (r) and reaches
+        # its memory at the end of r+3; admission reads the released bytes with the first
+        # beat, so first beats accepted at r+4 or later see them. The cells (and
+        # `frames_queued`) follow at the end of r+7, which is when the admission of such a first
+        # beat reads the free-cell count. The dequeue counter, for the host only, starts a cycle
+        # later (r+1), from registers: its port is shared with the host's snapshots.
         rel_now = o.valid & o.ready & o.payload.last
-        m.d.comb += [rel.addr.eq(self.o_flow), deq.addr.eq(self.o_flow)]
+        m.d.comb += rel.addr.eq(self.o_flow)
         rel_valid = [rel_now]
         rel_len = [o_len]
         for k in range(1, 8):
             rel_valid.append(stage(f"rel{k}_valid", 1, rel_valid[-1]))
         for k in range(1, 7):
             rel_len.append(stage(f"rel{k}_len", LEN_BITS, rel_len[-1]))
+        rel1_flow = stage("rel1_flow", range(n), self.o_flow)
+        deq_start = rel_valid[1]
         m.d.comb += [rel.new.eq(rel.old + rel_len[2]), rel.write.eq(rel_valid[2]),
-                     deq.new.eq(deq.old + 1), deq.write.eq(rel_valid[2]),
+                     deq.addr.eq(Mux(deq_start, rel1_flow, self.c_flow)),
+                     deq.new.eq(deq.old + 1), deq.write.eq(rel_valid[3]),
                      rel_cells_ahead.eq(Mux(rel_valid[6], cells_for(rel_len[6]), 0))]
         m.d.sync += self.frames_queued.eq(self.frames_queued + commit - rel_valid[7])
 
         # -- counter read port ----------------------------------------------------------------
+        # A second read port would double every counter memory (a block RAM has one read port
+        # beside its write port). The host's snapshot instead reads both counter memories
+        # through their update port, in a cycle in which neither starts an update; two cycles
+        # later their `old` outputs hold the counters as of that cycle (with the writes in
+        # flight forwarded: one instant for all five). A request waits while the port is busy
+        # (at most a cycle or two per frame; the host polls for completion), and a newer
+        # request cancels one in flight.
+        c_pending, c_read1, c_read2 = Signal(), Signal(), Signal()
+        c_want = self.c_req | c_pending
+        c_read = c_want & ~enq_start & ~deq_start
+        m.d.sync += [c_pending.eq(c_want & ~c_read), c_read1.eq(c_read),
+                     c_read2.eq(c_read1 & ~self.c_req)]
+        m.d.comb += [
+            self.c_valid.eq(c_read2 & ~self.c_req),
+            self.c_enq_frames.eq(enq.old.frames),
+            self.c_enq_bytes.eq(enq.old.bytes),
+            self.c_drop_quota.eq(enq.old.drop_quota),
+            self.c_drop_nobuf.eq(enq.old.drop_nobuf),
+            self.c_deq_frames.eq(deq.old),
+        ]
+        # Bytes in use (not a CSR counter: for tests and debugging) keep read ports of their
+        # own; the released total's port is busy in the very cycle a frame leaves.
         c_adm, c_rel, c_seen = Signal(acc_bits), Signal(acc_bits), Signal()
         m.d.sync += [c_seen.eq(seen.bit_select(self.c_flow, 1)),
                      c_adm.eq(Mux(c_seen, adm.x_data[0], rel.x_data[1])),
                      c_rel.eq(rel.x_data[1])]
         m.d.comb += [
             adm.x_addr[0].eq(self.c_flow), rel.x_addr[1].eq(self.c_flow),
-            enq.x_addr[0].eq(self.c_flow), deq.x_addr[0].eq(self.c_flow),
-            self.c_enq_frames.eq(enq.x_data[0].frames),
-            self.c_enq_bytes.eq(enq.x_data[0].bytes),
-            self.c_drop_quota.eq(enq.x_data[0].drop_quota),
-            self.c_drop_nobuf.eq(enq.x_data[0].drop_nobuf),
-            self.c_deq_frames.eq(deq.x_data[0]),
             self.c_bytes_in_use.eq(c_adm - c_rel),
         ]
         return m

@@ -18,6 +18,7 @@ from .regmap import (
     CONFIG,
     COUNTER_NAMES,
     COUNTER_SELECT,
+    COUNTER_STATUS,
     FORMAT_VERSION,
     IDENT,
     QUEUE_CONFIG,
@@ -31,6 +32,8 @@ from .regmap import (
 )
 
 __all__ = ["DeviceControl", "DeviceError", "RegisterBus"]
+
+COUNTER_POLLS = 1000  # reads of `counter_status` before a counter snapshot is given up
 
 
 class DeviceError(PartnerError):
@@ -145,7 +148,14 @@ class DeviceControl:
     def counters(self, block: CounterBlock, unit: int = 0, index: int = 0) -> dict[str, int]:
         """One consistent snapshot of a block's counters, by name."""
         self.write("counter_select", COUNTER_SELECT.pack(block=block, unit=unit, index=index))
-        self.read("counter_select")  # a read after the write: the snapshot has settled
+        # Normally done at the first read; a queue's counters wait for a cycle between two
+        # updates of their memories, which back-to-back frames can put off.
+        for _ in range(COUNTER_POLLS):
+            if COUNTER_STATUS.unpack(self.read("counter_status"))["done"]:
+                break
+        else:
+            raise DeviceError(f"counter snapshot of block {CounterBlock(block).name} unit "
+                              f"{unit} index {index} not done after {COUNTER_POLLS} reads")
         names = COUNTER_NAMES[CounterBlock(block)]
         return {name: self.read("counter_value", i) for i, name in enumerate(names)}
 

@@ -34,8 +34,10 @@ on PCIe). Bit fields list the first field at bit 0.
 def registers_markdown() -> str:
     parts = [HEADER, "## Register map", "", REGISTERS.markdown(), ""]
     parts += ["## Counter blocks", "",
-              f"Write `counter_select`, wait {COUNTER_SETTLE_CYCLES} cycles (a read of "
-              "`counter_select` does), then read `counter_value[i]`:", "",
+              "Write `counter_select`, read `counter_status` until `done` is 1 (it is after "
+              f"{COUNTER_SETTLE_CYCLES} cycles unless a queue block's counters are busy with "
+              "back-to-back frames: they are read between two updates), then read "
+              "`counter_value[i]`:", "",
               "| block | unit | index | words |", "|---|---|---|---|"]
     meaning = {
         CounterBlock.PORT: ("Ethernet port", "0"),

@@ -4,10 +4,14 @@ The map is the same for every build: what grows with the build's parameters (por
 queues, flows) is reached indirectly, and `config` says how much of it there is.
 
 Counters are read indirectly: the host writes `counter_select` (a block, a unit within it and an
-index) and, `COUNTER_SETTLE_CYCLES` later, reads up to 16 words of `counter_value`, a snapshot
+index), reads `counter_status` until `done` (normally already at the first read:
+`COUNTER_SETTLE_CYCLES` after the write), then up to 16 words of `counter_value`, a snapshot
 taken at one instant — the words of one selection are consistent with each other while traffic
-runs. Flow rules are written the same way: stage the words of a `flow_rule` in `rule_data`, then
-write the entry index to `rule_write`; the gateware replaces the whole entry in one cycle.
+runs. A queue's counters are read through their memories' update port between two updates
+(a second read port would double every counter memory), so under back-to-back frames a
+snapshot can take longer. Flow rules are written the same way: stage the words of a
+`flow_rule` in `rule_data`, then write the entry index to `rule_write`; the gateware replaces
+the whole entry in one cycle.
 """
 
 import enum
@@ -20,6 +24,7 @@ __all__ = [
     "COUNTER_NAMES",
     "COUNTER_SELECT",
     "COUNTER_SETTLE_CYCLES",
+    "COUNTER_STATUS",
     "IDENT",
     "QUEUE_CONFIG",
     "QUEUE_CONFIG_WRITE",
@@ -30,8 +35,8 @@ __all__ = [
     ]
 
 IDENT = 0x50544E52  # "PTNR"
-FORMAT_VERSION = 1
-COUNTER_SETTLE_CYCLES = 4
+FORMAT_VERSION = 2  # 2: counter snapshots complete when `counter_status.done` says so
+COUNTER_SETTLE_CYCLES = 4  # a snapshot's time after the `counter_select` write, ports idle
 COUNTER_WORDS = 16
 RULE_WORDS = (FLOW_RULE.width + 31) // 32
 QUOTA_UNIT = 64  # bytes per unit of `queue_config.quota`
@@ -118,6 +123,11 @@ COUNTER_SELECT = Struct(
     ],
 )
 
+COUNTER_STATUS = Struct(
+    "counter_status",
+    [Field("done", 1, "`counter_value` holds the snapshot of the last `counter_select` write")],
+)
+
 
 REGISTERS = RegisterMap(
     "partner_core",
@@ -143,6 +153,8 @@ REGISTERS = RegisterMap(
         Register("hits", Access.RO, "lookups that matched a rule"),
         Register("misses", Access.RO, "lookups that took the default action"),
         Register("link", Access.RO, "bit p: port p has seen a good frame (RX activity)"),
+        Register("counter_status", Access.RO, "whether the counter snapshot is complete",
+                 COUNTER_STATUS),
     ],
     "Counters wrap at 2**32; take differences between reads.",
 )

@@ -126,14 +126,24 @@ async def run_traffic(ctx, dut, model, cycles, ready=lambda: True, run=None, dra
     return run
 
 
-async def check_counters(ctx, dut, model):
-    """Counters one cycle after ``c_flow`` is set, bytes in use two cycles after."""
-    for flow in range(dut.flows):
-        ctx.set(dut.c_flow, flow)
+async def read_counters(ctx, dut, flow, names):
+    """A snapshot through the shared port: request it, wait for ``c_valid``."""
+    ctx.set(dut.c_flow, flow)
+    ctx.set(dut.c_req, 1)
+    await ctx.tick()
+    ctx.set(dut.c_req, 0)
+    for _ in range(8):
+        if ctx.get(dut.c_valid):
+            return {name: ctx.get(getattr(dut, f"c_{name}")) for name in names}
         await ctx.tick()
+    raise AssertionError("no counter snapshot within 8 cycles of an idle block")
+
+
+async def check_counters(ctx, dut, model):
+    """Counters through a snapshot, bytes in use two cycles after ``c_flow`` is set."""
+    for flow in range(dut.flows):
         expect = model.core.counter_values(flow)
-        got = {name: ctx.get(getattr(dut, f"c_{name}")) for name in expect}
-        assert got == expect, f"flow {flow} counters"
+        assert await read_counters(ctx, dut, flow, expect) == expect, f"flow {flow} counters"
         await ctx.tick()
         assert ctx.get(dut.c_bytes_in_use) == model.core.bytes_in_use[flow]
 
@@ -364,6 +374,51 @@ def test_quota_exhaustion_and_recovery():
         await run_traffic(ctx, dut, model, Traffic(big[:2]).cycles(width))
         # the first fits in 40 again; the second arrives while the first still holds 30
         assert (core.counters[2].enq_frames, core.counters[2].drop_quota) == (11, 2)
+        await check_drained(ctx, dut, model)
+
+    simulate(dut, bench)
+
+
+def test_counter_snapshot_waits_for_a_free_port():
+    """The host's snapshot shares the counters' update port: it waits while a first beat
+    updates them in every cycle (one-beat frames back to back), then holds the counters of that
+    instant, writes in flight included; a newer request cancels an older one."""
+    width = 4
+    dut, core = build(width, flows=3, cells=16, cell_bytes=8)
+    model = FlowQueuesCycleModel(core, width)
+    names = list(core.counter_values(0))
+    frames = [(k % 3, bytes([k]) * (1 + k % 4), k) for k in range(24)]  # one beat each
+    seen = []
+
+    async def bench(ctx):
+        for flow in range(3):
+            await configure(ctx, dut, model, flow, quota=20)
+        items = list(Traffic(frames).cycles(width)) + [None] * 8
+        for k, item in enumerate(items):
+            ctx.set(dut.c_flow, 1)
+            ctx.set(dut.c_req, k == 3)
+            if ctx.get(dut.c_valid):
+                seen.append((k, {name: ctx.get(getattr(dut, f"c_{name}")) for name in names}))
+            await step(ctx, dut, model, item, False)
+        ctx.set(dut.c_req, 0)
+        # The last first beat is accepted at edge 23 and starts the counters' update in cycle
+        # 26 (stage 3); the port is free in cycle 27, the snapshot valid in cycle 29.
+        assert [k for k, _ in seen] == [len(frames) + 5]
+        assert seen[0][1] == core.counter_values(1)
+        assert core.counters[1].drop_nobuf > 0  # the run included drops, counted too
+        # Two requests a cycle apart: only the second one's snapshot comes.
+        valid = []
+        for k in range(6):
+            ctx.set(dut.c_flow, [0, 2][k > 0])
+            ctx.set(dut.c_req, k < 2)
+            valid.append(ctx.get(dut.c_valid))
+            if valid[-1]:
+                assert {name: ctx.get(getattr(dut, f"c_{name}"))
+                        for name in names} == core.counter_values(2)
+            await step(ctx, dut, model, None, False)
+        ctx.set(dut.c_req, 0)
+        assert valid == [0, 0, 0, 1, 0, 0]
+        await run_traffic(ctx, dut, model, [])
         await check_drained(ctx, dut, model)
 
     simulate(dut, bench)

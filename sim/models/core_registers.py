@@ -10,6 +10,7 @@ from partner.regmap import (
     CONFIG,
     COUNTER_NAMES,
     COUNTER_SELECT,
+    COUNTER_STATUS,
     FORMAT_VERSION,
     IDENT,
     QUEUE_CONFIG,
@@ -36,6 +37,7 @@ class CoreModel:
         self.values = {r.name: [r.reset] * r.count for r in REGISTERS}
         self.values["ident"] = [IDENT]
         self.values["version"] = [FORMAT_VERSION]
+        self.values["counter_status"] = [COUNTER_STATUS.pack(done=1)]  # snapshots are instant
         self.values["config"] = [CONFIG.pack(ports=ports, queues=queues, rules=rules,
                                              tx_flows=tx_flows, width_bytes=1)]
         self.table = [0] * rules

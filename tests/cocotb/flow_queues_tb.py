@@ -61,7 +61,8 @@ class Bench:
         dut = self.dut
         Clock(dut.clk, 10, unit="ns").start()
         dut.rst.value = 1
-        for port in (dut.i_stream__valid, dut.o_stream__ready, dut.cfg_en, dut.c_flow):
+        for port in (dut.i_stream__valid, dut.o_stream__ready, dut.cfg_en, dut.c_flow,
+                     dut.c_req):
             port.value = 0
         for _ in range(2):
             await RisingEdge(dut.clk)
@@ -123,15 +124,23 @@ class Bench:
         for flow in range(P["flows"]):
             await RisingEdge(dut.clk)
             dut.c_flow.value = flow
+            dut.c_req.value = 1  # a snapshot through the counters' shared port
             await RisingEdge(dut.clk)
-            await ReadOnly()
+            dut.c_req.value = 0
+            for _ in range(8):
+                await ReadOnly()
+                if u(dut.c_valid):
+                    break
+                await RisingEdge(dut.clk)
+            else:
+                raise AssertionError(f"flow {flow}: no counter snapshot")
             got = {name: u(getattr(dut, f"c_{name}"))
                    for name in core.counter_values(flow)}
             assert got == core.counter_values(flow), f"flow {flow} counters"
             await RisingEdge(dut.clk)  # bytes in use: two cycles after the address
             await ReadOnly()
             assert u(dut.c_bytes_in_use) == 0
-        self.cycles += 3 * P["flows"]
+        self.cycles += 4 * P["flows"]
 
 
 @cocotb.test()
