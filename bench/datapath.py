@@ -49,6 +49,11 @@ def run() -> dict:
     worst = min(v for per in line_rate.values() for s in per.values() for v in s.values())
     drops = {f"width_{w}": {s: r["rx"][str(s)]["drops"] for s in SIZES if r["rx"][str(s)]["drops"]}
              for w, r in widths.items()}
+    for w, r in widths.items():  # TX frames the host gave and the port did not send
+        for size in SIZES:
+            tx = r["tx"][str(size)]
+            if tx["sent"] != tx["frames"]:
+                drops[f"width_{w}"].setdefault(size, {})["tx_not_sent"] = tx["frames"] - tx["sent"]
     no_drops = not any(drops.values())
     return {
         "unit": "rates are achieved / wire ceiling (preamble, SFD and gap counted); latencies in "
