@@ -134,7 +134,8 @@ async def rx_traffic(ctx, rig, rng, frames_per_queue, queues, log2=3, cycles=60_
     raise AssertionError(f"RX traffic did not finish: {done} of {frames_per_queue}")
 
 
-@pytest.mark.parametrize("seed,rate,mps,mrrs", [(1, 1.0, 128, 128), (2, 0.6, 256, 512), (3, 0.25, 128, 128)])
+@pytest.mark.parametrize("seed,rate,mps,mrrs", [
+    (1, 1.0, 128, 128), (2, 0.6, 256, 512), (3, 0.25, 128, 128)])
 def test_rx_random_pvecs_wrap_and_truncation(seed, rate, mps, mrrs):
     """Several queues at once, chunks at odd addresses, small rings that wrap many times (phase
     bits), frames from 1 byte to 9 KiB, truncated ones, random backpressure everywhere."""
@@ -217,7 +218,8 @@ async def tx_traffic(ctx, rig, rng, count, t=0, log2=3, cycles=60_000, notify=Fa
     return plan
 
 
-@pytest.mark.parametrize("seed,rate,mps,mrrs", [(5, 1.0, 128, 128), (6, 0.6, 256, 512), (7, 0.25, 128, 128)])
+@pytest.mark.parametrize("seed,rate,mps,mrrs", [
+    (5, 1.0, 128, 128), (6, 0.6, 256, 512), (7, 0.25, 128, 128)])
 def test_tx_random_pvecs(seed, rate, mps, mrrs):
     """TX pvecs of 1..6 chunks (unaligned, straddling 4 KiB), frames of 1 byte to 9 KiB, a ring
     that wraps, backpressure on every stream, reads completed in pieces."""
