@@ -69,7 +69,6 @@ class TxPipe(wiring.Component):
             "job": In(stream.Signature(tx_job_layout(rings, max_chunks))),
             "rd_data": In(PacketStream(width_bytes)),
             "rd_status": In(stream.Signature(read_status_layout())),
-            "expecting": Out(1),
             "tx": Out(PacketStream(width_bytes)),
             "tx_drop": Out(1),
             "tx_port": Out(3),
@@ -111,11 +110,9 @@ class TxPipe(wiring.Component):
         ]
 
         # -- status side -------------------------------------------------------------------
-        due = Signal(range(jobs * self.max_chunks + 1))  # statuses still to come
         no_reads = reads.r_rdy & (reads.r_data == 0)  # a job without data at the head
         status_in = self.rd_status.valid & self.rd_status.ready
-        m.d.comb += [self.rd_status.ready.eq(~no_reads), self.expecting.eq(due != 0)]
-        m.d.sync += due.eq(due + Mux(taken, job.reads, 0) - status_in)
+        m.d.comb += self.rd_status.ready.eq(~no_reads)
         counted = Signal(range(self.max_chunks + 1))
         failed = Signal()
         first_failure = Signal(STATUS_BITS)
