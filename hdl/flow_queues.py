@@ -19,8 +19,9 @@ bytes, cells are chained through a link memory, counters are updated and, at the
 the frame is queued: linked behind its flow's tail frame, or handed to the scheduler
 (`partner.hdl.scheduler`) as an activation if the queue was empty. The output reads frames
 cell by cell and returns each cell to the allocator as soon as it has been read; a frame's
-bytes and cells count as free for admission a few cycles after its last beat has left
-(`partner.sim.models.flow_queues.FlowQueuesCycleModel` has the exact timing).
+cell counts as free for admission again a few cycles after it has been read, its bytes a few
+cycles after the frame's last beat has left, so that a frame can be admitted into the cells of
+one still leaving (`partner.sim.models.flow_queues.FlowQueuesCycleModel` has the exact timing).
 
 ``i_length`` must be the frame's byte count. Should the beats disagree, the structure stays
 sound: beats beyond ``ceil(length / width)`` are discarded (the frame is cut to ``length``), a
@@ -104,7 +105,10 @@ class FlowQueues(wiring.Component):
     c_bytes_in_use : bytes of flow ``c_flow`` held in the buffer, two cycles later.
     o_dropped : ``Out(1)``; a one-cycle strobe per frame dropped (quota or buffer).
     free_cells : cells not reserved by any frame.
-    frames_queued : frames committed and not yet fully sent.
+    frames_queued : frames committed and not yet fully sent (counted until the release of their
+        bytes). At most ``cells + 8``: a frame's cells are free once read, so besides the frames
+        holding cells there are the one whose last beat waits in the output register and those
+        that left in the last seven cycles.
     alloc_error : sticky; the allocator was asked for a cell it did not have (never expected).
     """
 
@@ -143,7 +147,7 @@ class FlowQueues(wiring.Component):
             "c_deq_frames": Out(32),
             "c_bytes_in_use": Out(range(self.byte_capacity + 1)),
             "free_cells": Out(range(cells + 1)),
-            "frames_queued": Out(range(cells + 1)),
+            "frames_queued": Out(range(cells + 9)),
             "alloc_error": Out(1),
             "o_dropped": Out(1),
         })
@@ -397,12 +401,12 @@ class FlowQueues(wiring.Component):
         with m.If(s4["valid"] & s4["start"]):
             m.d.sync += w_fresh.eq(s4["fresh"])
 
-        # Free cells: this beat's reservation or give-back, and a release (see below). Both
-        # outcomes are summed before `act` is known, which then only selects. The cells of the
-        # release (`rel_cells`) and their sum with the beat's are registers, formed a cycle
-        # ahead, so that each outcome is one addition to the count.
-        rel_cells = Signal(range(cells + 1))
-        rel_cells_ahead = Signal(range(cells + 1))  # the release of the next cycle
+        # Free cells: this beat's reservation or give-back, and a cell the reader has returned
+        # (see "release" below). Both outcomes are summed before `act` is known, which then
+        # only selects. The returned cell (`rel_cells`) and its sum with the beat's are
+        # registers, formed a cycle ahead, so that each outcome is one addition to the count.
+        rel_cells = Signal()
+        rel_cells_ahead = Signal()  # the cell returned in the next cycle
         m.d.sync += rel_cells.eq(rel_cells_ahead)
         with_beat = stage("s4_with_beat", signed(cbits + 3),
                           rel_cells_ahead + s3["cells_if"])
@@ -571,27 +575,32 @@ class FlowQueues(wiring.Component):
                                     for k in range(w)))),
         ]
 
-        # -- release: a frame's bytes and cells are free once its last beat has left ---------
-        # The released-bytes update starts in the cycle the last beat leaves (r) and reaches
-        # its memory at the end of r+3; admission reads the released bytes with the first
-        # beat, so first beats accepted at r+4 or later see them. The cells (and
-        # `frames_queued`) follow at the end of r+7, which is when the admission of such a first
-        # beat reads the free-cell count. The dequeue counter, for the host only, starts a cycle
-        # later (r+1), from registers: its port is shared with the host's snapshots.
+        # -- release: cells one by one as they are read, bytes once the last beat has left ----
+        # A cell counts as free for admission as soon as the reader has returned it to the
+        # allocator (its last beat loaded into the output register at edge e): the count
+        # includes it from cycle e+3, and a frame admitted then takes its first cell in e+4 at
+        # the earliest, when the allocator has it ready (from e+3). So a jumbo frame's cells
+        # are reusable while it is still leaving, and the next-but-one frame fits beside the
+        # one being written. The released-bytes update starts in the cycle the last beat
+        # leaves (r) and reaches its memory at the end of r+3; admission reads the released
+        # bytes with the first beat, so first beats accepted at r+4 or later see them.
+        # `frames_queued` follows at the end of r+7. The dequeue counter, for the host only,
+        # starts a cycle later (r+1), from registers: its port is shared with the host's
+        # snapshots.
         rel_now = o.valid & o.ready & o.payload.last
         m.d.comb += rel.addr.eq(self.o_flow)
         rel_valid = [rel_now]
         rel_len = [o_len]
         for k in range(1, 8):
             rel_valid.append(stage(f"rel{k}_valid", 1, rel_valid[-1]))
-        for k in range(1, 7):
+        for k in range(1, 3):
             rel_len.append(stage(f"rel{k}_len", LEN_BITS, rel_len[-1]))
         rel1_flow = stage("rel1_flow", range(n), self.o_flow)
         deq_start = rel_valid[1]
         m.d.comb += [rel.new.eq(rel.old + rel_len[2]), rel.write.eq(rel_valid[2]),
                      deq.addr.eq(Mux(deq_start, rel1_flow, self.c_flow)),
                      deq.new.eq(deq.old + 1), deq.write.eq(rel_valid[3]),
-                     rel_cells_ahead.eq(Mux(rel_valid[6], cells_for(rel_len[6]), 0))]
+                     rel_cells_ahead.eq(stage("rel_cell", 1, alloc.free))]
         m.d.sync += self.frames_queued.eq(self.frames_queued + commit - rel_valid[7])
 
         # -- counter read port ----------------------------------------------------------------

@@ -132,10 +132,17 @@ class FlowQueuesModel:
         self.frames_queued += 1
         return len(q) == 1
 
-    def release(self, frame):
-        """The frame's last beat has left: its bytes and cells are free again."""
+    def release_cell(self):
+        """One cell of a frame has been read out: it is free again (a frame's cells are
+        released one by one as they leave, `cells_for(stored_len)` in all)."""
+        self.free_cells += 1
+
+    def release(self, frame, cells=True):
+        """The frame's last beat has left: its bytes are free again, and its cells unless
+        ``cells`` is false (they were released one by one with `release_cell`)."""
         self.bytes_in_use[frame.flow] -= frame.stored_len
-        self.free_cells += self.cells_for(frame.stored_len)
+        if cells:
+            self.free_cells += self.cells_for(frame.stored_len)
         self.frames_queued -= 1
         c = self.counters[frame.flow]
         c.deq_frames = (c.deq_frames + 1) & MASK32
@@ -225,13 +232,17 @@ class FlowQueuesCycleModel:
       ends the flow's turn if its next frame does not fit; idle again at *t+7*;
     * the output register is reloaded whenever it is empty or being emptied: with the next beat
       of the current frame, else with the first beat of the frame in the slot;
+    * a cell whose last beat (or the frame's last beat) is loaded into the output register at
+      edge *e* is free again at edge *e+2*: first beats decided on in cycle *e+3* or later
+      (accepted at *e-1* or later) see it, and ``free_cells`` shows it from cycle *e+3*;
     * a frame whose last beat leaves at edge *r* is released at edge *r+7*: first beats
-      accepted at *r+4* or later see its bytes and cells free; ``frames_queued`` and
-      ``free_cells`` change from cycle *r+8*.
+      accepted at *r+4* or later see its bytes free; ``frames_queued`` changes from cycle
+      *r+8*.
     """
 
     DECIDE = 4  # a beat accepted at edge e is decided on in cycle e + DECIDE
     RELEASE = 7  # a frame whose last beat left at edge r is released at edge r + RELEASE
+    CELL_FREE = 2  # a cell read out at edge e is free again at edge e + CELL_FREE
     ACT_READY = 4  # an activation pushed at edge c can be taken from cycle c + ACT_READY
 
     def __init__(self, core: FlowQueuesModel, width_bytes: int):
@@ -243,6 +254,7 @@ class FlowQueuesCycleModel:
         self.w_left = 0  # beats of the frame still to be stored (the rest is truncated)
         self.joining = None  # frame whose last beat was decided on at the previous edge
         self.releases = deque()  # (edge, frame)
+        self.cell_frees = deque()  # edges at which one cell each is free again
         self.acts = deque()  # (ready cycle, flow, frame) of the activation FIFO
         self.last_pop = -1
         self.sched = None  # the step in progress: dict, or None when idle
@@ -349,7 +361,10 @@ class FlowQueuesCycleModel:
             flow = joining.flow
             self.acts.append((ready_at, flow, joining, core.cls[flow], core.quantum_of(flow)))
         while self.releases and self.releases[0][0] == self.cycle:
-            core.release(self.releases.popleft()[1])
+            core.release(self.releases.popleft()[1], cells=False)
+        while self.cell_frees and self.cell_frees[0] == self.cycle:
+            self.cell_frees.popleft()
+            core.release_cell()
         # Reader: the slot as it was before this edge.
         left = None
         if self.out is not None and ready:
@@ -367,6 +382,10 @@ class FlowQueuesCycleModel:
                 self.next_beat = 1
             else:
                 self.out, self.reading = None, None
+            # A cell goes back once its last beat (or the frame's) is loaded.
+            if self.out is not None and (self.next_beat % (core.cell_bytes // w) == 0
+                                         or self.out[0]["last"]):
+                self.cell_frees.append(self.cycle + self.CELL_FREE)
         if selected is not None:
             self.slot = selected
         # The quota a first beat is checked against is read at the edge it is accepted,
@@ -381,7 +400,8 @@ class FlowQueuesCycleModel:
     def idle(self):
         """Nothing in flight: no beat in the pipeline, no frame queued, selected or leaving."""
         return (all(p is None for p in self.pipe) and self.writing is None
-                and self.joining is None and not self.releases and not self.acts
+                and self.joining is None and not self.releases and not self.cell_frees
+                and not self.acts
                 and self.sched is None and self.slot is None and self.out is None
                 and not any(self.core.queue))
 
