@@ -427,22 +427,34 @@ def test_counter_snapshot_waits_for_a_free_port():
     simulate(dut, bench)
 
 
-@pytest.mark.parametrize(("width", "weight"), [(1, 1), (8, 36)])
-def test_jumbo_frames_back_to_back(width, weight):
+def _core_default(name):
+    import inspect
+
+    from partner.hdl.core import DeviceCore
+    return inspect.signature(DeviceCore).parameters[name].default
+
+
+@pytest.mark.parametrize(("width", "quantum", "weight"),
+                         [(1, 256, 1), (8, 256, 36), (8, "core", 1)])
+def test_jumbo_frames_back_to_back(width, quantum, weight):
     """9000-byte frames (8996 bytes without the FCS) back to back at line rate (24 byte times
     from one frame to the next: FCS, preamble, SFD and gap) through a block of the device
     core's size (17 flows, 288 cells of 64 bytes, 8 classes), four flows in turn, the output
     always ready: every frame is admitted and they leave at the rate they came. Two frames take
     282 cells, so each frame is admitted while the last-but-one is still leaving: only into
-    the cells that frame has already left (with whole frames released at their last beat, the
-    third frame and every third after it were dropped, at both widths).
+    the cells that frame has already left (with whole frames released after their last beat,
+    every third frame was dropped, at both widths).
 
-    At width 1 the default weight will do: a frame's 35 wasted DRR steps (a 256-byte quantum)
-    delay it by about 140 cycles, i.e. 3 cells still held. At width 8 the same delay is 18
-    cells, more than the 6 to spare, so the flows' quantum covers a frame (weight 36)."""
+    How much of the last-but-one is left depends on how long a frame waits for the scheduler:
+    with a 256-byte quantum and weight 1, 35 wasted DRR steps (about 140 cycles). That is 3
+    cells at width 1, but 18 at width 8, more than the 6 to spare: there the flows' turn must
+    cover most of a frame, as with weight 36, or with the core's quantum at weight 1 (four
+    wasted steps)."""
     size, flows = 8996, 17
-    dut = FlowQueues(width, flows, 288, 64, classes=8, meta=8)
-    model = FlowQueuesCycleModel(FlowQueuesModel(flows, 288, 64, 8, 256), width)
+    quantum = _core_default("quantum") if quantum == "core" else quantum
+    cells, cell_bytes = _core_default("cells"), _core_default("cell_bytes")
+    dut = FlowQueues(width, flows, cells, cell_bytes, classes=8, meta=8, quantum=quantum)
+    model = FlowQueuesCycleModel(FlowQueuesModel(flows, cells, cell_bytes, 8, quantum), width)
     frames = [(1 + k % 4, bytes([k + 1]) * size, k) for k in range(5)]
     starts = [-(-k * (size + 24) // width) for k in range(len(frames))]
     cycles = []
