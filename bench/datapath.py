@@ -52,6 +52,8 @@ def run() -> dict:
     for w, r in widths.items():  # TX frames the host gave and the port did not send
         for size in SIZES:
             tx = r["tx"][str(size)]
+            if tx["drops"]:  # counted by cause in the TX queue block
+                drops[f"width_{w}"].setdefault(size, {}).update(tx["drops"])
             if tx["sent"] != tx["frames"]:
                 drops[f"width_{w}"].setdefault(size, {})["tx_not_sent"] = tx["frames"] - tx["sent"]
     no_drops = not any(drops.values())

@@ -29,6 +29,8 @@ BYTES_PER_SIZE = int(os.environ.get("PARTNER_BENCH_BYTES", "40000"))
 PORTS, QUEUES, FLOWS_PER_PORT = 2, 2, 4
 _CORE = inspect.signature(DeviceCore).parameters
 CELLS, CELL_BYTES = _CORE["cells"].default, _CORE["cell_bytes"].default  # per queue block
+RULES, TX_FLOWS = 16, _CORE["tx_flows"].default
+QUEUE_DROPS = ("drop_quota", "drop_nobuf")  # per-flow counters of the flow-queue blocks
 
 
 def udp_frame(size: int, port: int, flow: int, seq: int) -> bytes:
@@ -59,13 +61,33 @@ async def line_rate(dut):
     for size in SIZES:
         count = max(8, BYTES_PER_SIZE // size)
         results["rx"][size] = await _rx(harness, control, size, count)
-        results["tx"][size] = await _tx(harness, size, count)
+        results["tx"][size] = await _tx(harness, control, size, count)
     with open(os.environ["PARTNER_BENCH_OUT"], "w") as f:
         json.dump(results, f, indent=2)
 
 
+async def _queue_drops(harness, control, tx):
+    """Drops by cause of every flow of the RX queue blocks (host queues and the slow path) or
+    of the TX blocks, summed over each block's flows: {"rx_queue0_drop_nobuf": n, ...}."""
+    units, flows = (PORTS, TX_FLOWS + PORTS) if tx else (QUEUES + 1, RULES + 1)
+    totals = {}
+    for unit in range(units):
+        for flow in range(flows):
+            counters = await harness.control(control.queue_counters, tx=tx, unit=unit, flow=flow)
+            for cause in QUEUE_DROPS:
+                key = f"{'tx' if tx else 'rx'}_queue{unit}_{cause}"
+                totals[key] = totals.get(key, 0) + counters[cause]
+    return totals
+
+
+def _moved(before, after):
+    return {name: (after[name] - before[name]) & 0xFFFFFFFF for name in after
+            if after[name] != before[name]}
+
+
 async def _rx(harness, control, size, count):
     before = [await harness.control(control.port_counters, p) for p in range(PORTS)]
+    queues_before = await _queue_drops(harness, control, tx=False)
     started = get_sim_time()  # the sources start sending at once, back to back
     for seq in range(count):
         for port in range(PORTS):
@@ -89,24 +111,28 @@ async def _rx(harness, control, size, count):
         latencies += [(f.time - started) / period - (k * (size + 20) + 8 + size) / WIDTH
                       for k, f in enumerate(frames)]
     after = [await harness.control(control.port_counters, p) for p in range(PORTS)]
+    # Every counter that drops frames on the way in: the ports' (MAC, receive FIFO, lookup,
+    # dispatcher) and the flow-queue blocks' per-flow ones (quota, no buffer).
     drops = {
-        name: after[p][name] - before[p][name]
-        for p in range(PORTS) for name in after[p]
+        f"port{p}_{name}": n for p in range(PORTS)
+        for name, n in _moved(before[p], after[p]).items()
         if name.startswith("rx_") and name not in ("rx_frames", "rx_bytes")
-        and after[p][name] != before[p][name]
     }
+    drops.update(_moved(queues_before, await _queue_drops(harness, control, tx=False)))
     latencies.sort()
-    lost = {port: count - n for port, n in delivered.items() if n != count}
-    if lost and not drops:  # never silent: frames missing and no counter says why
-        drops = {f"port_{port}_missing": n for port, n in lost.items()}
+    # Never silent: frames missing that no counter accounts for are reported as such.
+    unaccounted = sum(count - n for n in delivered.values()) - sum(drops.values())
+    if unaccounted > 0:
+        drops["unaccounted"] = unaccounted
     return {"frames_per_port": count, "delivered": delivered,
             "rate_vs_line": min(rates.values()), "per_port": rates, "drops": drops,
             "latency_cycles": {"min": latencies[0], "median": latencies[len(latencies) // 2],
                                "max": latencies[-1]}}
 
 
-async def _tx(harness, size, count):
+async def _tx(harness, control, size, count):
     sink = harness.sinks[0]
+    queues_before = await _queue_drops(harness, control, tx=True)
     # The host keeps the port's TX queue block fed but never beyond what it holds (a driver's
     # TX window): frames it cannot hold are dropped and counted, as a host that overruns it
     # would see. That is a limit only for jumbo frames (two fit in 288 cells of 64 bytes).
@@ -123,6 +149,7 @@ async def _tx(harness, size, count):
     frames = [sink.recv_nowait() for _ in range(sink.count())]
     period = get_sim_steps(CLOCK_NS[WIDTH], "ns")
     span = (frames[-1].sim_time_start - frames[0].sim_time_start) / period if frames else 0
-    return {"frames": count, "sent": len(frames), "host_window": window,
+    drops = _moved(queues_before, await _queue_drops(harness, control, tx=True))
+    return {"frames": count, "sent": len(frames), "host_window": window, "drops": drops,
             "rate_vs_line": (len(frames) - 1) * line_cycles(size) / span if span else 0.0,
             "fcs_ok": all(f.check_fcs() for f in frames)}
