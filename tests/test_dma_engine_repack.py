@@ -119,6 +119,37 @@ def test_repacker_does_not_read_ahead():
     sim.run()
 
 
+def test_repacker_full_rate_across_commands():
+    """With input and commands waiting and the consumer always ready, a beat leaves every cycle,
+    also from one command to the next (the next command is taken with the last beat)."""
+    wb = 8
+    dut = Repacker(wb)
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sizes = [24, 8, 40, 16, 64]
+    src = StreamSource(dut.i, random.Random(2))
+    src.put(*beats(wb, bytes(sum(sizes))))
+    cmd = StreamSource(dut.cmd, random.Random(1))
+    cmd.put(*(pack(repack_command_layout(), length=n) for n in sizes))
+    sink = StreamSink(dut.o, random.Random(3))
+    for process in (src.run, cmd.run, sink.run):
+        sim.add_process(process)
+    cycles = []
+
+    async def watch(ctx):
+        cycle = 0
+        async for _, _, valid, ready in ctx.tick().sample(dut.o.valid, dut.o.ready):
+            cycle += 1
+            if valid and ready:
+                cycles.append(cycle)
+            if len(cycles) == sum(sizes) // wb:
+                return
+
+    sim.add_testbench(watch)
+    sim.run()
+    assert cycles[-1] - cycles[0] == len(cycles) - 1, f"idle cycles between beats: {cycles}"
+
+
 def test_stream_slice_keeps_every_beat_in_order():
     dut = StreamSlice(data.StructLayout({"x": 16}))
     sim = Simulator(dut)

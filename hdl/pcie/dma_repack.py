@@ -17,7 +17,8 @@ asked for (an RX frame that found no usable pvec stays queued in the core). The 
 commands and the input consistent: the commands of one input frame add up to its length.
 
 Throughput: one output beat per cycle, including across the beats of the input (a two-beat
-window: ``buffer`` holds up to ``2 * width_bytes`` bytes); one idle cycle per command.
+window: ``buffer`` holds up to ``2 * width_bytes`` bytes), with no idle cycle between
+commands: the next one is taken with the last beat of the one before.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal
@@ -58,9 +59,12 @@ class Repacker(wiring.Component):
         take = Signal(range(wb + 1))  # bytes of the next output beat: min(left, wb), kept
         discard = Signal()
         first = Signal()
-        # Bytes commanded but not yet pulled from `i`: may go negative by less than one beat,
-        # when the beat holding a command's last byte also holds the next command's first.
-        credit = Signal(range(-2 * wb, 2 ** self.len_bits + 1))
+        # Bytes commanded but not yet pulled from `i`. A command offered on `cmd` counts from
+        # the cycle it is offered (`offered`), so its bytes are pulled while the current command
+        # ends; until it is taken, `credit` goes negative by what was pulled for it.
+        credit = Signal(range(-(2 ** (self.len_bits + 1)), 2 ** (self.len_bits + 1)))
+        offered = Signal.like(credit)
+        m.d.comb += offered.eq(credit + Mux(self.cmd.valid, self.cmd.payload.length, 0))
 
         def at_most_a_beat(value):
             return Mux(value < wb, value, wb)
@@ -83,7 +87,7 @@ class Repacker(wiring.Component):
         m.d.comb += count_fired.eq(count - take)
         pull = Signal()
         m.d.comb += [
-            pull.eq((credit > 0) & Mux(fire, count_fired <= wb, count <= wb)),
+            pull.eq((offered > 0) & Mux(fire, count_fired <= wb, count <= wb)),
             self.i.ready.eq(pull),
         ]
         got = self.i.valid & pull
@@ -98,8 +102,9 @@ class Repacker(wiring.Component):
 
         added = Mux(self.cmd.valid & self.cmd.ready, self.cmd.payload.length, 0)
         m.d.sync += credit.eq(credit + added - Mux(got, self.i.payload.nbytes, 0))
-        m.d.comb += self.cmd.ready.eq(~active)
-        with m.If(self.cmd.valid & ~active):
+        # The next command is taken with the last beat of the current one: no idle cycle.
+        m.d.comb += self.cmd.ready.eq(~active | (fire & (left == take)))
+        with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [left.eq(self.cmd.payload.length), discard.eq(self.cmd.payload.discard),
                          first.eq(1), take.eq(at_most_a_beat(self.cmd.payload.length))]
         with m.Elif(fire):
