@@ -28,7 +28,9 @@ Rules from the register map and `partner.sim.models.dma_device`, its executable 
 - ``*_tail`` (producer doorbell) is taken when at most one ring ahead of ``*_head``,
   ``*_cpl_head`` / ``event_head`` (consumer doorbells) when not beyond the engine's tail;
   anything else is ignored and sets ``status.bad_doorbell``. Either doorbell clears the ring's
-  ``waiting`` bit, so the scheduler looks at the ring again.
+  ``waiting`` bit, so the scheduler looks at the ring again; the engine's ``set_waiting`` is
+  ignored if a doorbell of the ring came after its job read the ring's context
+  (``job_start``), so a doorbell racing the engine's look at the ring is never lost.
 - ``max_chunks`` outside 1 .. the build's `max_chunks` is refused (``bad_access``).
 - ``control.reset``: reads 1 until done. The engine finishes its job (its TLPs are all handed
   to the link), then every register and ring state returns to its reset value over ``rings``
@@ -157,6 +159,7 @@ class DmaRegisters(wiring.Component):
             "new_head": In(INDEX_BITS),
             "bump_cpl": In(1),
             "set_waiting": In(1),
+            "job_start": In(1),  # the engine reads the context of ring `sel` (for set_waiting)
             "ring_error": In(1),
             "error_status": In(_STATUS_BITS),
             "dma_error": In(1),
@@ -260,7 +263,12 @@ class DmaRegisters(wiring.Component):
             e = data.View(_ERRORS, errors.engine.data)
             errors.write(sel, Cat(Mux(e.errors == 0xFFFF, e.errors, e.errors + 1)[:16],
                                   self.error_status))
-        with m.If(self.set_waiting):
+        # A doorbell that comes after the engine read a ring's context wins over the engine's
+        # finding, from that older context, that the ring must wait: else the wakeup is lost.
+        rung = Signal(n)  # a doorbell of the ring came since its job read the context
+        with m.If(self.job_start):
+            m.d.sync += rung.bit_select(sel, 1).eq(0)
+        with m.If(self.set_waiting & ~rung.bit_select(sel, 1)):
             m.d.sync += waiting.bit_select(sel, 1).eq(1)
 
         # -- CSR reads: registered, one cycle after r_stb -------------------------------------
@@ -363,7 +371,7 @@ class DmaRegisters(wiring.Component):
                 ok = ((index - head.csr.data) & M) <= (Const(1, INDEX_BITS + 1) << log2)
                 with m.If(ok):
                     tail.write(r, index)
-                    m.d.sync += waiting.bit_select(r, 1).eq(0)
+                    m.d.sync += [waiting.bit_select(r, 1).eq(0), rung.bit_select(r, 1).eq(1)]
                 with m.Else():
                     m.d.comb += bad_doorbell.eq(1)
             with m.Elif(field_hit["cpl_head"]):
@@ -371,7 +379,7 @@ class DmaRegisters(wiring.Component):
                       <= ((cpl_tail.csr.data - cpl_head.csr.data) & M))
                 with m.If(ok):
                     cpl_head.write(r, index)
-                    m.d.sync += waiting.bit_select(r, 1).eq(0)
+                    m.d.sync += [waiting.bit_select(r, 1).eq(0), rung.bit_select(r, 1).eq(1)]
                 with m.Else():
                     m.d.comb += bad_doorbell.eq(1)
             with m.Elif(field_hit["irq"]):
