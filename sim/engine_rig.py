@@ -80,7 +80,7 @@ class Rig:
 
     def __init__(self, *, width=64, rx_rings=3, tx_rings=1, seed=1, mps=128, mrrs=128,
                  rcb=64, split_on_all_rcb=False, rate=1.0, delay=(4, 16), vectors=4,
-                 clk_freq=20e6, tx_buffer_bytes=16384, events=16, read_timeout=3000,
+                 clk_freq=20e6, tx_buffer_bytes=32768, events=16, read_timeout=3000,
                  ur_rate=0.0, ca_rate=0.0, host_options=None):
         self.dut = DmaEngine(width, rx_rings=rx_rings, tx_rings=tx_rings, ports=2, tx_flows=8,
                              vectors=vectors, clk_freq=clk_freq, tx_buffer_bytes=tx_buffer_bytes,

@@ -75,7 +75,8 @@ class DmaEngine(wiring.Component):
     max_chunks, max_ring_log2 : int
         Build limits reported in `config`.
     tx_buffer_bytes : int
-        TX store-and-forward buffer (a power of two; the longest TX pvec).
+        TX store-and-forward buffer (a power of two; the longest TX pvec). Up to twice the
+        longest frame is useful: a jumbo frame is read while the one before leaves.
     events : int
         Events the engine holds while the event ring is full.
     read_tags, read_buffer_bytes, read_timeout : int
@@ -85,7 +86,7 @@ class DmaEngine(wiring.Component):
     def __init__(self, width: int = 64, *, rx_rings: int = 3, tx_rings: int = 1, ports: int = 2,
                  tx_flows: int = 8, vectors: int = 4, clk_freq: float = 125e6,
                  max_chunks: int = MAX_CHUNKS, max_ring_log2: int = MAX_RING_LOG2,
-                 tx_buffer_bytes: int = 16384, events: int = 16, read_tags: int = 16,
+                 tx_buffer_bytes: int = 32768, events: int = 16, read_tags: int = 32,
                  read_buffer_bytes: int = 8192, read_timeout: int = 1 << 16):
         if width not in WIDTHS:
             raise ValueError(f"width must be one of {WIDTHS}, not {width!r}")
@@ -100,7 +101,7 @@ class DmaEngine(wiring.Component):
         self.ports, self.tx_flows, self.vectors = ports, tx_flows, vectors
         self.clk_freq = clk_freq
         self.max_chunks, self.max_ring_log2 = max_chunks, max_ring_log2
-        self.tx_buffer_bytes = min(tx_buffer_bytes, 1 << (MAX_FRAME.bit_length()))
+        self.tx_buffer_bytes = min(tx_buffer_bytes, 2 << MAX_FRAME.bit_length())
         self.event_depth = events
         self.read_tags, self.read_buffer_bytes = read_tags, read_buffer_bytes
         self.read_timeout = read_timeout
@@ -141,8 +142,8 @@ class DmaEngine(wiring.Component):
 
         # Registers.
         wiring.connect(m, wiring.flipped(self.csr), regs.bus)
-        for name in ("sel", "set_head", "new_head", "bump_cpl", "set_waiting", "ring_error",
-                     "error_status", "dma_error"):
+        for name in ("sel", "set_head", "new_head", "bump_cpl", "set_waiting", "job_start",
+                     "ring_error", "error_status", "dma_error"):
             m.d.comb += getattr(regs, name).eq(getattr(seq, name))
         for name in ("enable", "resetting", "max_chunks_reg", "tx_max_length", "ring_enabled",
                      "ring_waiting", "base", "cpl_base", "log2", "cpl_log2", "head", "tail",

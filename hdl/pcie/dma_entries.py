@@ -7,20 +7,24 @@
 at 256 (the second taken a cycle later; a last beat of 16 bytes holds one). ``restart`` (before
 a read's first beat) forgets a half-assembled entry.
 
-`EntryWriter`: one completion or event entry (``nbytes`` = 8 or 16 of ``entry``) as a packet on
-``o``; ``start`` begins it, ``busy`` holds until its last beat is taken. ``entry`` and
-``nbytes`` must stay put meanwhile.
+`EntryWriter`: a stream of completion or event entries (``nbytes`` = 8 or 16 bytes of
+``entry``), each as one packet on ``o``; an entry is taken from ``i`` with its packet's last beat.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal
-from amaranth.lib import wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..stream import PacketStream
 
-__all__ = ["ENTRY_BITS", "EntryReader", "EntryWriter"]
+__all__ = ["ENTRY_BITS", "EntryReader", "EntryWriter", "entry_out_layout"]
 
 ENTRY_BITS = 128
+
+
+def entry_out_layout() -> data.StructLayout:
+    """An entry for `EntryWriter`: ``nbytes`` (8 or 16) bytes of ``entry``, from byte 0."""
+    return data.StructLayout({"entry": ENTRY_BITS, "nbytes": range(17)})
 
 
 def _check(width_bytes):
@@ -70,31 +74,23 @@ class EntryWriter(wiring.Component):
         _check(width_bytes)
         self.width_bytes = width_bytes
         super().__init__({
-            "start": In(1),
-            "entry": In(ENTRY_BITS),
-            "nbytes": In(range(17)),
+            "i": In(stream.Signature(entry_out_layout())),
             "o": Out(PacketStream(width_bytes)),
-            "busy": Out(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        wb, o = self.width_bytes, self.o
-        beat = Signal(range(3))
-        busy = Signal()
-        last = Mux(self.nbytes <= wb, 0, 1)  # 16 bytes at width 64: two beats
+        wb, i, o = self.width_bytes, self.i, self.o
+        beat = Signal()
+        last = Mux(i.payload.nbytes <= wb, 0, 1)  # 16 bytes at width 64: two beats
         m.d.comb += [
-            self.busy.eq(busy),
-            o.valid.eq(busy),
-            o.payload.data.eq((self.entry >> (beat * 64))[:8 * wb]),
-            o.payload.nbytes.eq(Mux(self.nbytes < wb, self.nbytes, wb)),
+            o.valid.eq(i.valid),
+            o.payload.data.eq((i.payload.entry >> (beat * 64))[:8 * wb]),
+            o.payload.nbytes.eq(Mux(i.payload.nbytes < wb, i.payload.nbytes, wb)),
             o.payload.first.eq(beat == 0),
             o.payload.last.eq(beat == last),
+            i.ready.eq(o.ready & (beat == last)),
         ]
-        with m.If(busy & o.ready):
-            m.d.sync += beat.eq(Mux(beat == last, 0, beat + 1))
-            with m.If(beat == last):
-                m.d.sync += busy.eq(0)
-        with m.If(self.start):
-            m.d.sync += [busy.eq(1), beat.eq(0)]
+        with m.If(o.valid & o.ready):
+            m.d.sync += beat.eq(beat != last)
         return m

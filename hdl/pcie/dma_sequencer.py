@@ -22,23 +22,29 @@ A descriptor job:
    or the host's tail) until an entry without ``more``; a chain longer than ``max_chunks`` is
    walked to its end, its entries past the limit not kept.
 3. ``DECIDE``: the status, in the order of the model (`RxStatus`, `TxStatus`).
-4. RX OK: one write command per chunk the frame reaches, the frame's bytes cut to the chunks by
-   the `Repacker`; the rest of a frame longer than the pvec is consumed and dropped
-   (TRUNCATED). TX: the pvec becomes a job of the `TxPipe` (hdl/pcie/dma_tx_pipe.py) and, if its
-   status is OK, one read command per chunk is given; the job ends there and the next may
-   start. The pipe glues each frame's chunks into the TX buffer (a store-and-forward
-   `PacketFIFO`), rolls back a frame whose read failed, and hands back each pvec's completion
-   record in descriptor order, which a later job (``retiring``) writes as steps 5-6. Up to
-   ``TX_JOBS`` pvecs are in flight, all of one TX ring (``issue_head`` is where its next pvec
-   starts); a frame is taken only when the TX buffer has room for it beside those in flight.
-   Which commands' data and statuses are the pipe's is queued as the commands are given
-   (``kinds``), so descriptor reads and TX data reads may interleave.
-5. ``COMPLETE``: the completion entry (one write command, one MWr), after the data commands of
-   the same writer, so it reaches host memory after the data (posted writes from one requester
-   stay in order, PCIe Base Spec §2.4.1).
-6. ``FINISH``: once the writer reports every command done: indices, counters, the event of an
-   error, the moderation strobe (so an interrupt's MSI-X write is granted after the
-   completion's MWr).
+4. RX OK: the frame is committed (its ring queued on ``feed``; the feeder moves it from the
+   core's stream into the ``staging`` FIFO at a beat per cycle) and one write command per chunk
+   it reaches is given, the frame's bytes cut to the chunks by the `Repacker`; the rest of a
+   frame longer than the pvec is consumed and dropped (TRUNCATED). The job does not wait for
+   the data: the next job's commands queue behind it. A ring's next frame is decided only once
+   the frame before has left the core's stream (``draining``), since its metadata is read from
+   the head of that stream. TX: the pvec becomes a job of the `TxPipe`
+   (hdl/pcie/dma_tx_pipe.py) and, if its status is OK, one read command per chunk is given; the
+   job ends there and the next may start. The pipe glues each frame's chunks into the TX buffer
+   (a store-and-forward `PacketFIFO`), rolls back a frame whose read failed, and hands back
+   each pvec's completion record in descriptor order, which a later job (``retiring``) writes
+   as steps 5-6. Up to ``TX_JOBS`` pvecs are in flight, all of one TX ring (``issue_head`` is
+   where its next pvec starts); a frame is taken only when the TX buffer has room for it
+   beside those in flight. Which commands' data and statuses are the pipe's is queued as the
+   commands are given (``kinds``), so descriptor reads and TX data reads may interleave.
+5. ``COMPLETE``: the completion entry (one write command, one MWr) is copied to
+   ``entry_queue`` and its command given after the data commands of the same writer, so it
+   reaches host memory after the data (posted writes from one requester stay in order, PCIe
+   Base Spec §2.4.1). The writer's data follows its commands: ``write_kinds`` says for each
+   whether its bytes come from the repacker or from ``entry_queue``.
+6. ``FINISH``: indices, counters and the event of an error at once; the interrupt strobe is
+   queued with the entry's command number and raised once the writer reports that command
+   done, so an interrupt's MSI-X write is granted after the completion's MWr.
 
 The descriptor cache: a read fetches up to ``BATCH`` descriptors, usually more than the chain
 needs; the entries past the chain stay in the ring's ``BATCH`` slots of the cache (slot = index
@@ -46,6 +52,10 @@ mod ``BATCH``) as a window ``[start, start + count)``, and the next job of the r
 from there if it starts at ``start``, with no read round trip. Posted descriptors belong to the
 device until their completion (docs/dma.md), so the copy stays true. The window is dropped
 when the ring is stopped, the engine is disabled or reset, or a read of descriptors fails.
+A job that leaves its ring's window at most half full, with more descriptors posted past it,
+prefetches them into the free slots (``PREFETCH``) and goes on; the answer extends the window
+while later jobs run, so the cache does not run dry every ``BATCH`` pvecs (one prefetch at a
+time; a job's own read waits for it, as both assemble entries in `EntryReader`).
 
 A read of descriptors that fails (UR, CA, timeout) gives back every descriptor posted
 (``chunks = tail - head``) with DMA_ERROR, as the model does: where the chain ends is unknown.
@@ -77,11 +87,11 @@ from partner.pcie.formats import (
 )
 from partner.tlp import CompletionStatus
 
-from ..stream import PacketStream
-from .dma_entries import EntryReader, EntryWriter
+from ..stream import PacketStream, packet_layout
+from .dma_entries import EntryReader, EntryWriter, entry_out_layout
 from .dma_events import event_record_layout
 from .dma_read import read_command_layout, read_status_layout
-from .dma_repack import Repacker
+from .dma_repack import Repacker, repack_command_layout
 from .dma_status import DmaStatus
 from .dma_tx_pipe import TxPipe
 from .dma_write import done_layout, write_command_layout
@@ -89,8 +99,10 @@ from .dma_write import done_layout, write_command_layout
 __all__ = ["BATCH", "DmaSequencer"]
 
 BATCH = 64  # descriptors per read: 1 KiB, eight requests at the smallest MRRS
-TX_JOBS = 8  # TX pvecs in flight in the TX pipe
+TX_JOBS = 16  # TX pvecs in flight in the TX pipe
 READS_IN_FLIGHT = 64  # read commands given and not yet answered with a status
+WRITES_IN_FLIGHT = 16  # write commands given whose data has not yet gone to the writer
+STAGING_BYTES = 2048  # RX frames taken from the core ahead of the writer
 M = (1 << INDEX_BITS) - 1
 _COUNTERS = len(DmaCounter)
 
@@ -162,6 +174,7 @@ class DmaSequencer(wiring.Component):
             "new_head": Out(INDEX_BITS),
             "bump_cpl": Out(1),
             "set_waiting": Out(1),
+            "job_start": Out(1),  # LOAD: the registers read the ring's context
             "ring_error": Out(1),
             "error_status": Out(4),
             "dma_error": Out(1),
@@ -246,28 +259,52 @@ class DmaSequencer(wiring.Component):
 
         # -- descriptor entries from the read data or the cache ----------------------------------
         m.submodules.entries_in = entries_in = EntryReader(wb)
-        receiving = Signal()
+        receiving = Signal()  # a job's own read of descriptors (RECV)
+        # The prefetch: a job that leaves its ring's window at most half full reads the next
+        # descriptors posted into the free slots, and goes on; they land in the cache while
+        # later jobs run, so a ring's window does not run dry every BATCH pvecs. One at a
+        # time; a job's own read waits for it (both assemble entries in `entries_in`).
+        pf_busy = Signal()  # a prefetch was given (`pf_done`: and answered)
+        pf_done = Signal()
+        pf_ok = Signal()
+        pf_void = Signal()  # its ring was stopped, or the engine disabled or reset, meanwhile
+        pf_ring = Signal(range(n))
+        pf_start = Signal(INDEX_BITS)
+        pf_n = Signal(range(BATCH + 1))
+        pf_got = Signal(range(BATCH + 1))
+        pf_keep = Signal(range(BATCH + 1))  # entries of the window it extends
+        prefetching = Signal()
+        m.d.comb += prefetching.eq(pf_busy & ~pf_done)
         from_cache = Signal()
         cache_pending = Signal()  # the cache's read port answers an address given last cycle
         rd = self.rd_data
         entry, entry_valid = Signal(128), Signal()
         m.d.comb += [entry.eq(Mux(from_cache, cache_rd.data, entries_in.entry)),
-                     entry_valid.eq(Mux(from_cache, cache_pending, entries_in.valid))]
+                     entry_valid.eq(Mux(from_cache, cache_pending, entries_in.valid & receiving))]
         # Whose is the reader's output: each command's kind (TX data for the pipe, or
         # descriptors) is queued when it is given; its data beats and then its status follow
         # in command order, and the status takes the kind off the queue.
+        # The next command's first beat may come with the status of the one before: once the
+        # head command's last beat has gone, beats wait until its status takes its kind off.
         m.submodules.kinds = kinds = SyncFIFOBuffered(width=1, depth=READS_IN_FLIGHT)
         rd_status_valid = Signal()
+        data_done = Signal()
+        with m.If(rd.valid & rd.ready & rd.payload.last):
+            m.d.sync += data_done.eq(1)
+        with m.If(kinds.r_en):
+            m.d.sync += data_done.eq(0)
         with m.If(kinds.r_rdy & kinds.r_data[0]):
-            wiring.connect(m, wiring.flipped(rd), pipe.rd_data)
+            m.d.comb += [pipe.rd_data.valid.eq(rd.valid & ~data_done),
+                         pipe.rd_data.payload.eq(rd.payload),
+                         rd.ready.eq(pipe.rd_data.ready & ~data_done)]
             wiring.connect(m, wiring.flipped(self.rd_status), pipe.rd_status)
         with m.Else():
             m.d.comb += [rd_status_valid.eq(self.rd_status.valid),
                          self.rd_status.ready.eq(1)]
-            with m.If(receiving):
-                m.d.comb += [entries_in.data.valid.eq(rd.valid),
+            with m.If(receiving | prefetching):
+                m.d.comb += [entries_in.data.valid.eq(rd.valid & ~data_done),
                              entries_in.data.payload.eq(rd.payload),
-                             rd.ready.eq(entries_in.data.ready)]
+                             rd.ready.eq(entries_in.data.ready & ~data_done)]
 
         # The cache's window per descriptor ring: `cache_count` entries from `cache_start`.
         slot_bits = BATCH.bit_length() - 1
@@ -275,18 +312,54 @@ class DmaSequencer(wiring.Component):
         cache_count = Array(Signal(range(BATCH + 1), name=f"cache_count_{r}")
                             for r in range(R + T))
         window_end = Signal(INDEX_BITS)  # the job's entries are in the cache up to here
+        cache_hit = Signal()  # the job found its first entry in the cache
+        fetched = Signal()  # and read descriptors itself
         disturbed = Signal()  # the ring was stopped or the engine reset during the job
         # Every descriptor read lands in the cache, the chain's own entries too.
-        m.d.comb += [cache_wr.addr.eq(Cat((batch_idx + batch_got)[:slot_bits], ring)),
-                     cache_wr.data.eq(entries_in.entry),
-                     cache_wr.en.eq(receiving & entries_in.valid)]
+        m.d.comb += [
+            cache_wr.addr.eq(Mux(receiving, Cat((batch_idx + batch_got)[:slot_bits], ring),
+                                 Cat((pf_start + pf_got)[:slot_bits], pf_ring))),
+            cache_wr.data.eq(entries_in.entry),
+            cache_wr.en.eq((receiving | prefetching) & entries_in.valid),
+        ]
+        with m.If(prefetching & entries_in.valid):
+            m.d.sync += pf_got.eq(pf_got + 1)
+        with m.If(prefetching & kinds.r_rdy & ~kinds.r_data[0] & self.rd_status.valid):
+            m.d.sync += [pf_done.eq(1), pf_ok.eq(self.rd_status.payload.status == DmaStatus.OK)]
+        with m.If(pf_busy & (~self.ring_enabled.bit_select(pf_ring, 1) | self.resetting
+                             | ~self.enable)):
+            m.d.sync += pf_void.eq(1)
 
-        def keep_window(start, end):
-            """The ring's window becomes [start, end), if it fits the cache."""
+        def keep_window(start):
+            """The ring's window becomes [start, end of the job's entries), if it fits the
+            cache; the end is where a prefetch that landed during the job left it. Returns
+            the window's size (0: none)."""
+            end = Mux(cache_hit & ~fetched & (cache_count[ring] != 0),
+                      cache_start[ring] + cache_count[ring], window_end)[:INDEX_BITS]
             size = Signal(INDEX_BITS, name="window_size")
-            m.d.comb += size.eq(end - start)
-            m.d.sync += [cache_start[ring].eq(start),
-                         cache_count[ring].eq(Mux(size > BATCH, 0, size))]
+            kept = Signal(range(BATCH + 1), name="window_kept")
+            m.d.comb += [size.eq(end - start), kept.eq(Mux(size > BATCH, 0, size))]
+            m.d.sync += [cache_start[ring].eq(start), cache_count[ring].eq(kept)]
+            return kept, end
+
+        # An answered prefetch extends its ring's window (in IDLE, when no job changes a
+        # window), if the window still ends where the prefetch began.
+        extend = Signal()
+        with m.If(extend):
+            m.d.sync += [pf_busy.eq(0), pf_done.eq(0)]
+            ends_at = (cache_start[pf_ring] + cache_count[pf_ring])[:INDEX_BITS]
+            with m.If(pf_ok & ~pf_void & (cache_count[pf_ring] != 0) & (ends_at == pf_start)
+                      & (cache_count[pf_ring] + pf_n <= BATCH)):
+                m.d.sync += cache_count[pf_ring].eq(cache_count[pf_ring] + pf_n)
+
+        def then_prefetch(start):
+            """Keep the window from ``start``; go to PREFETCH if it is at most half full and
+            more descriptors are posted past it (the caller's ``m.next`` stands otherwise)."""
+            kept, end = keep_window(start)
+            with m.If(~pf_busy & ~disturbed & ~fetch_error & (kept != 0) & (kept <= BATCH // 2)
+                      & (((tail - end) & M) != 0)):
+                m.d.sync += [pf_start.eq(end), pf_keep.eq(kept)]
+                m.next = "PREFETCH"
 
         rx_free = data.View(layout(RX_FREE), entry)
         tx_desc = data.View(layout(TX_DESCRIPTOR), entry)
@@ -306,29 +379,64 @@ class DmaSequencer(wiring.Component):
 
         first = data.View(layout(TX_DESCRIPTOR), first_entry)
 
-        # -- the core's RX streams and the repacker -------------------------------------------
+        # -- the core's RX streams, the staging FIFO and the repacker ---------------------------
+        # A frame is committed in DECIDE: its ring goes on `feed`, and the feeder moves the frame
+        # from the core's stream into `staging` at a beat per cycle, whatever the writer's pace.
+        # The ring's next frame, and its metadata, is then at the head of the core's stream
+        # early, and the next job's commands are given while this frame's data still goes out.
         rx_valid = Cat(s.valid for s in self.rx)
         rx_payload = Array(s.payload for s in self.rx)
-        current = rx_payload[ring[:max(1, (R - 1).bit_length())]] if R > 1 else self.rx[0].payload
-        feeding_rx = Signal()
+        ring_bits = max(1, (R - 1).bit_length())
+        current = rx_payload[ring[:ring_bits]] if R > 1 else self.rx[0].payload
+        m.submodules.feed = feed = SyncFIFOBuffered(width=ring_bits, depth=4)
+        m.submodules.staging = staging = SyncFIFOBuffered(
+            width=packet_layout(wb).size, depth=max(4, STAGING_BYTES // wb))
+        draining = Signal(R)  # a committed frame of the ring is still in the core's stream
+        fed = rx_payload[feed.r_data].beat if R > 1 else self.rx[0].payload.beat
+        feed_valid = feed.r_rdy & rx_valid.bit_select(feed.r_data, 1)
         for q, s in enumerate(self.rx):
-            m.d.comb += s.ready.eq(feeding_rx & (ring == q) & repack.i.ready)
-        with m.If(feeding_rx):
-            m.d.comb += [repack.i.valid.eq(rx_valid.bit_select(ring, 1)),
-                         repack.i.payload.eq(current.beat)]
+            m.d.comb += s.ready.eq(feed.r_rdy & (feed.r_data == q) & staging.w_rdy)
+        m.d.comb += [staging.w_data.eq(fed), staging.w_en.eq(feed_valid & staging.w_rdy)]
+        with m.If(feed_valid & staging.w_rdy & fed.last):
+            m.d.comb += feed.r_en.eq(1)
+            m.d.sync += draining.bit_select(feed.r_data, 1).eq(0)
+        m.d.comb += [repack.i.valid.eq(staging.r_rdy), repack.i.payload.eq(staging.r_data),
+                     staging.r_en.eq(repack.i.ready)]
+        # The repacker's commands queue, so a job gives them while the frame before goes out.
+        m.submodules.repack_cmds = repack_cmds = SyncFIFOBuffered(
+            width=repack_command_layout().size, depth=4)
+        m.d.comb += [repack.cmd.valid.eq(repack_cmds.r_rdy),
+                     repack.cmd.payload.eq(repack_cmds.r_data),
+                     repack_cmds.r_en.eq(repack.cmd.ready)]
+        repack_cmd = data.View(repack_command_layout(), repack_cmds.w_data)
 
-        # The writer takes the completion entry or the RX frame's data; TX frames go from the
-        # TX pipe to the TX buffer.
+        # The writer's data, in the order of its commands: an RX frame's chunks from the
+        # repacker, or a completion entry from `entry_queue` (copied there in COMPLETE, so the
+        # next job may change the registers it came from). Each command's kind is queued as it
+        # is given and taken off with the last beat of its data. TX frames go from the TX pipe
+        # to the TX buffer.
         tx_error = Signal()
+        m.submodules.write_kinds = write_kinds = SyncFIFOBuffered(width=1,
+                                                                  depth=WRITES_IN_FLIGHT)
+        m.submodules.entry_queue = entry_queue = SyncFIFOBuffered(
+            width=entry_out_layout().size, depth=4)
         m.submodules.entries_out = entries_out = EntryWriter(wb)
-        entry_out = entries_out.busy  # the completion entry is being sent to the writer
+        queued_entry = data.View(entry_out_layout(), entry_queue.w_data)
         out_entry = Signal(128)
         entry_bytes = Signal(5)
-        m.d.comb += [entries_out.entry.eq(out_entry), entries_out.nbytes.eq(entry_bytes)]
-        with m.If(entry_out):
-            wiring.connect(m, entries_out.o, wiring.flipped(self.wr_data))
-        with m.Else():
-            wiring.connect(m, repack.o, wiring.flipped(self.wr_data))
+        m.d.comb += [queued_entry.entry.eq(out_entry), queued_entry.nbytes.eq(entry_bytes),
+                     entries_out.i.valid.eq(entry_queue.r_rdy),
+                     entries_out.i.payload.eq(entry_queue.r_data),
+                     entry_queue.r_en.eq(entries_out.i.ready)]
+        with m.If(write_kinds.r_rdy):
+            with m.If(write_kinds.r_data[0]):
+                wiring.connect(m, entries_out.o, wiring.flipped(self.wr_data))
+            with m.Else():
+                wiring.connect(m, repack.o, wiring.flipped(self.wr_data))
+        write_kind = Signal()  # the write command given now is a completion entry
+        wr = self.wr_data
+        m.d.comb += [write_kinds.w_data.eq(write_kind), write_kinds.w_en.eq(wr_taken),
+                     write_kinds.r_en.eq(wr.valid & wr.ready & wr.payload.last)]
         wiring.connect(m, pipe.tx, wiring.flipped(self.tx))
         m.d.comb += [self.tx_drop.eq(pipe.tx_drop), self.tx_port.eq(pipe.tx_port),
                      self.tx_flow.eq(pipe.tx_flow), self.tx_length.eq(pipe.tx_length)]
@@ -336,7 +444,8 @@ class DmaSequencer(wiring.Component):
         # -- job selection ---------------------------------------------------------------------
         cand = Signal(R + T)
         for q in range(R):
-            m.d.comb += cand[q].eq(self.ring_enabled[q] & ~self.ring_waiting[q] & self.rx[q].valid)
+            m.d.comb += cand[q].eq(self.ring_enabled[q] & ~self.ring_waiting[q] & self.rx[q].valid
+                                   & feed.w_rdy)
         # A TX ring is served only while the TX buffer has room for the longest pvec it may
         # hold: if the core stops taking frames, TX jobs stop, and RX jobs go on.
         limit = Signal(16)
@@ -406,12 +515,17 @@ class DmaSequencer(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.idle.eq((outstanding == 0) & pipe.empty & (strobes.level == 0))
+                m.d.comb += [
+                    self.idle.eq((outstanding == 0) & pipe.empty & (strobes.level == 0)
+                                 & ~feed.r_rdy & ~staging.r_rdy & ~repack_cmds.r_rdy
+                                 & ~repack.busy & ~pf_busy),
+                    extend.eq(pf_done),
+                ]
                 m.d.sync += [count.eq(0), chain_done.eq(0), zero.eq(0), total.eq(0),
                              fetch_error.eq(0), truncated.eq(0), tx_error.eq(0),
                              used.eq(0), written_bytes.eq(0), cache_pending.eq(0),
                              disturbed.eq(0), retiring.eq(0), notify_job.eq(0),
-                             chunk.eq(0)]
+                             chunk.eq(0), cache_hit.eq(0), fetched.eq(0)]
                 done = pipe.done.payload
                 with m.If(pipe.done.valid):
                     # A TX frame of the pipe has left: its completion first, even in a reset.
@@ -435,6 +549,7 @@ class DmaSequencer(wiring.Component):
                                      is_tx.eq(pick >= R)]
                         m.next = "LOAD"
             with m.State("LOAD"):  # the base memory answers in the next cycle
+                m.d.comb += self.job_start.eq(1)
                 m.next = "CHECK"
             with m.State("CHECK"):
                 m.d.sync += [base.eq(self.base), cpl_base.eq(self.cpl_base), log2.eq(self.log2),
@@ -459,7 +574,8 @@ class DmaSequencer(wiring.Component):
                     m.next = "COMPLETE_PREP"
                 with m.Else():
                     hit = (cache_count[ring] != 0) & (cache_start[ring] == job_head)
-                    m.d.sync += window_end.eq(job_head + Mux(hit, cache_count[ring], 0))
+                    m.d.sync += [window_end.eq(job_head + Mux(hit, cache_count[ring], 0)),
+                                 cache_hit.eq(hit)]
                     with m.If(hit):
                         m.next = "CACHED"
                     with m.Else():
@@ -487,14 +603,15 @@ class DmaSequencer(wiring.Component):
                     # The chain's end is not posted yet: nothing is consumed, try again after
                     # the next doorbell (the entries read so far stay in the cache).
                     m.d.comb += self.set_waiting.eq(1)
-                    keep_window(head, window_end)
+                    keep_window(head)
                     m.next = "IDLE"
-                with m.Else():
+                with m.Elif(~prefetching):
                     m.next = "FETCH_ISSUE"
             with m.State("FETCH_ISSUE"):
                 m.d.comb += self.rd_cmd.valid.eq(kinds.w_rdy)
                 with m.If(self.rd_cmd.ready):
-                    m.d.sync += [batch_idx.eq(idx), batch_got.eq(0), idx.eq(idx + batch_n)]
+                    m.d.sync += [batch_idx.eq(idx), batch_got.eq(0), idx.eq(idx + batch_n),
+                                 fetched.eq(1)]
                     m.d.comb += entries_in.restart.eq(1)
                     m.next = "RECV"
             with m.State("RECV"):
@@ -523,6 +640,19 @@ class DmaSequencer(wiring.Component):
                         m.next = "TX_PARK"
                     with m.Else():
                         m.next = "COMPLETE_PREP"
+                with m.Elif(~is_tx & (draining.bit_select(ring, 1)
+                                      | ~rx_valid.bit_select(ring, 1))):
+                    # The ring's frame before is still leaving the core's stream: its next frame
+                    # (if any) is not yet at the head. Wait for it, or give way to other work,
+                    # keeping the chain in the cache for the next try.
+                    others = Signal(R + T)
+                    m.d.comb += [others.eq(cand), others.bit_select(ring, 1).eq(0)]
+                    busy = pipe.done.valid | event_ready | (others != 0)
+                    with m.If(~draining.bit_select(ring, 1) | busy):
+                        keep_window(head)
+                        with m.If(disturbed):
+                            m.d.sync += cache_count[ring].eq(0)
+                        m.next = "IDLE"
                 with m.Elif(~is_tx):
                     m.d.sync += [chunks.eq(count), meta.eq(current.meta),
                                  length.eq(current.meta.length), left.eq(current.meta.length)]
@@ -533,7 +663,9 @@ class DmaSequencer(wiring.Component):
                         m.d.sync += status.eq(RxStatus.ZERO_LENGTH)
                         m.next = "COMPLETE_PREP"
                     with m.Else():
-                        m.d.sync += status.eq(RxStatus.OK)
+                        # The frame is the job's: the feeder takes it from the core's stream.
+                        m.d.comb += [feed.w_en.eq(1), feed.w_data.eq(ring)]
+                        m.d.sync += [status.eq(RxStatus.OK), draining.bit_select(ring, 1).eq(1)]
                         m.next = "RX_LATCH"
                 with m.Else():
                     m.d.sync += [chunks.eq(count), length.eq(first.total_length),
@@ -562,49 +694,36 @@ class DmaSequencer(wiring.Component):
 
             # -- RX: the frame into the pvec's chunks ------------------------------------------
             with m.State("RX_PIECE"):
-                m.d.comb += feeding_rx.eq(1)
                 m.d.comb += [
-                    self.wr_cmd.valid.eq(~sent_a),
-                    repack.cmd.valid.eq(~sent_b),
-                    repack.cmd.payload.length.eq(cmd_len),
+                    self.wr_cmd.valid.eq(~sent_a & write_kinds.w_rdy),
+                    repack_cmds.w_en.eq(~sent_b),
+                    repack_cmd.length.eq(cmd_len),
                 ]
-                a = sent_a | self.wr_cmd.ready
-                b = sent_b | repack.cmd.ready
+                a = sent_a | (self.wr_cmd.ready & write_kinds.w_rdy)
+                b = sent_b | repack_cmds.w_rdy
                 m.d.sync += [sent_a.eq(a), sent_b.eq(b)]
                 with m.If(a & b):
                     m.d.sync += [sent_a.eq(0), sent_b.eq(0), left.eq(left - cmd_len),
                                  chunk.eq(chunk + 1), used.eq(used + 1),
                                  written_bytes.eq(written_bytes + cmd_len)]
                     with m.If(left == cmd_len):
-                        m.next = "RX_DRAIN"
+                        m.next = "COMPLETE_PREP"
                     with m.Elif(chunk + 1 == count):
                         m.d.sync += truncated.eq(1)
                         m.next = "RX_DISCARD"
                     with m.Else():
                         m.next = "RX_NEXT"
             with m.State("RX_NEXT"):  # the descriptor memory reads the next chunk
-                m.d.comb += feeding_rx.eq(1)
                 m.next = "RX_LATCH"
             with m.State("RX_LATCH"):
-                m.d.comb += feeding_rx.eq(1)
                 m.d.sync += [cmd_addr.eq(d_addr), cmd_len.eq(piece)]
                 m.next = "RX_PIECE"
             with m.State("RX_DISCARD"):
-                m.d.comb += [feeding_rx.eq(1), repack.cmd.valid.eq(1),
-                             repack.cmd.payload.length.eq(left),
-                             repack.cmd.payload.discard.eq(1)]
-                with m.If(repack.cmd.ready):
+                m.d.comb += [repack_cmds.w_en.eq(1), repack_cmd.length.eq(left),
+                             repack_cmd.discard.eq(1)]
+                with m.If(repack_cmds.w_rdy):
                     m.d.sync += status.eq(RxStatus.TRUNCATED)
-                    m.next = "RX_DRAIN"
-            with m.State("RX_DRAIN"):
-                m.d.comb += feeding_rx.eq(1)
-                with m.If(~repack.busy & ~repack.cmd.valid):
-                    m.next = "RX_DRAIN2"
-            with m.State("RX_DRAIN2"):
-                m.d.comb += feeding_rx.eq(1)
-                prepare_completion()
-                with m.If(~repack.busy):
-                    m.next = "COMPLETE"
+                    m.next = "COMPLETE_PREP"
 
             # -- TX: a job for the TX pipe, then its chunks' reads -----------------------------
             with m.State("TX_ROOM"):
@@ -635,11 +754,11 @@ class DmaSequencer(wiring.Component):
                 ]
                 with m.If(pipe.job.ready):
                     m.d.sync += [pipe_ring.eq(ring), issue_head.eq(head + chunks)]
+                    m.next = "IDLE"
                     with m.If(~fetch_error):
-                        keep_window(head + chunks, window_end)
+                        then_prefetch(head + chunks)
                     with m.Else():
                         m.d.sync += cache_count[ring].eq(0)
-                    m.next = "IDLE"
             with m.State("TX_READ"):
                 m.d.comb += [self.rd_cmd.valid.eq(kinds.w_rdy), reading.eq(1)]
                 with m.If(self.rd_cmd.ready):
@@ -647,8 +766,8 @@ class DmaSequencer(wiring.Component):
                     with m.If(chunk + 1 == count):
                         # The pipe completes the pvec; the ring's next pvec may start now.
                         m.d.sync += issue_head.eq(head + count)
-                        keep_window(head + count, window_end)
                         m.next = "IDLE"
+                        then_prefetch(head + count)
                     with m.Else():
                         m.next = "TX_NEXT"
             with m.State("TX_NEXT"):  # the descriptor memory reads the next chunk
@@ -662,16 +781,17 @@ class DmaSequencer(wiring.Component):
                 prepare_completion()
                 m.next = "COMPLETE"
             with m.State("COMPLETE"):
-                m.d.comb += self.wr_cmd.valid.eq(1)
-                with m.If(self.wr_cmd.ready):
-                    m.d.comb += entries_out.start.eq(1)
+                room = write_kinds.w_rdy & entry_queue.w_rdy
+                m.d.comb += [self.wr_cmd.valid.eq(room), write_kind.eq(1)]
+                with m.If(room & self.wr_cmd.ready):
+                    m.d.comb += entry_queue.w_en.eq(1)
                     m.d.sync += cpl_seq.eq(given + 1)
                     m.next = "FINISH"
-            # Once the entry's beats are with the writer (the EntryWriter reads the entry from
-            # this job's registers while it sends them), indices, counters and events need not
-            # wait for its MWr to leave; the interrupt strobe does.
-            with m.State("FINISH"), m.If(~self.stall & strobes.w_rdy & ~entry_out):
+            # The entry is queued for the writer: indices, counters and events need not wait for
+            # its MWr to leave; the interrupt strobe does.
+            with m.State("FINISH"), m.If(~self.stall & strobes.w_rdy):
                 strobe_in = data.View(strobe_layout, strobes.w_data)
+                m.next = "IDLE"
                 m.d.comb += [self.bump_cpl.eq(1), strobes.w_en.eq(1),
                              strobe_in.seq.eq(cpl_seq), strobe_in.ring.eq(ring),
                              strobe_in.notify.eq(is_tx & notify_job & ~fetch_error & ~is_event)]
@@ -681,7 +801,7 @@ class DmaSequencer(wiring.Component):
                     dma_failed = fetch_error | tx_error
                     m.d.comb += [self.set_head.eq(1), self.new_head.eq(head + chunks)]
                     with m.If(~retiring):  # a retired TX pvec left the cache at its issue
-                        keep_window(head + chunks, window_end)
+                        then_prefetch(head + chunks)
                     with m.If(fetch_error | disturbed):
                         m.d.sync += cache_count[ring].eq(0)
                     with m.If(~ok):
@@ -716,7 +836,23 @@ class DmaSequencer(wiring.Component):
                         m.d.comb += [self.inc[DmaCounter.RX_FRAMES].eq(1),
                                      self.inc[DmaCounter.RX_BYTES].eq(written_bytes),
                                      self.inc[DmaCounter.RX_TRUNCATED].eq(truncated)]
-                m.next = "IDLE"
+
+            # -- the prefetch ------------------------------------------------------------------
+            with m.State("PREFETCH"):
+                avail = (tail - pf_start) & M
+                to_end = (mask - (pf_start & mask)) + 1
+                size = Mux(avail < BATCH - pf_keep, avail, BATCH - pf_keep)
+                size = Mux(to_end < size, to_end, size)
+                m.d.sync += [cmd_addr.eq(base + ((pf_start & mask) << 4)), cmd_len.eq(size << 4),
+                             pf_n.eq(size)]
+                m.next = "PREFETCH_ISSUE"
+            with m.State("PREFETCH_ISSUE"):
+                m.d.comb += self.rd_cmd.valid.eq(kinds.w_rdy)
+                with m.If(self.rd_cmd.ready):
+                    m.d.comb += entries_in.restart.eq(1)
+                    m.d.sync += [pf_busy.eq(1), pf_done.eq(0), pf_void.eq(disturbed),
+                                 pf_ring.eq(ring), pf_got.eq(0)]
+                    m.next = "IDLE"
 
         # A stopped ring, a disabled or resetting engine: the windows are forgotten.
         with m.If(~self.ring_enabled.bit_select(ring, 1) | self.resetting | ~self.enable):
