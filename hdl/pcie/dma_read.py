@@ -225,29 +225,38 @@ class DmaReader(wiring.Component):
         mrrs = Signal(range(4097), init=128)
         m.d.sync += mrrs.eq(Mux((128 << code) > self.max_read_request, self.max_read_request,
                                 128 << code))
+        # The next request is planned a cycle ahead: its size and byte enables are registered
+        # from `addr` and `left`, so the MRRS and 4 KiB arithmetic ends at a register and the
+        # issue decision starts from one. A request every other cycle is plenty: each asks
+        # for up to MRRS bytes.
         room = Signal(range(4097))
         m.d.comb += room.eq(mrrs - (addr[:12] & (mrrs - 1)))
-        n = Signal(range(4097))
-        m.d.comb += n.eq(Mux(left < room, left, room))
+        plan_n = Signal(range(4097))
+        m.d.comb += plan_n.eq(Mux(left < room, left, room))
         off = addr[:2]
-        ndw = Signal(range(1026))
-        m.d.comb += ndw.eq(Mux(left == 0, 0, (off + n + 3) >> 2))
         end_off = Signal(2)
-        m.d.comb += end_off.eq(off + n - 1)
+        m.d.comb += end_off.eq(off + plan_n - 1)
         upto_end = Const(0xF, 4) >> (3 - end_off).as_unsigned()
+        plan_ndw = Signal(range(1026))
+        m.d.comb += plan_ndw.eq(Mux(left == 0, 0, (off + plan_n + 3) >> 2))
+        planned = Signal()  # n, ndw, the byte enables and `last` are those of (addr, left)
+        n = Signal(range(4097))
+        ndw = Signal(range(1026))
         first_be, last_be = Signal(4), Signal(4)
-        with m.If(ndw == 1):
-            m.d.comb += first_be.eq(upto_end & (Const(0xF, 4) << off))
+        last = Signal()
+        m.d.sync += [n.eq(plan_n), ndw.eq(plan_ndw), last.eq((plan_n == left) | (left == 0))]
+        with m.If(plan_ndw == 1):
+            m.d.sync += [first_be.eq(upto_end & (Const(0xF, 4) << off)), last_be.eq(0)]
         with m.Else():
-            m.d.comb += [first_be.eq((Const(0xF, 4) << off)[:4]), last_be.eq(upto_end)]
-        last = (n == left) | (left == 0)
+            m.d.sync += [first_be.eq((Const(0xF, 4) << off)[:4]), last_be.eq(upto_end)]
 
         used = Signal(s.alloc.shape())  # dwords allocated and not yet free
         m.d.comb += used.eq(s.alloc - s.free)
         space = used + ndw <= self.dwords
         tag_free = s.in_use < self.tags
         advance = ~req.valid | req.ready
-        issue = have & tag_free & space & advance
+        issue = have & planned & tag_free & space & advance
+        m.d.sync += planned.eq(have & ~issue)  # an issue moves addr and left: plan again
         send = Signal()  # a real MRd goes out (rather than a request ended at once)
         m.d.comb += send.eq(issue & cfg.bus_master & cmd_ok & (left != 0))
 
