@@ -22,26 +22,26 @@ A descriptor job:
    or the host's tail) until an entry without ``more``; a chain longer than ``max_chunks`` is
    walked to its end, its entries past the limit not kept.
 3. ``DECIDE``: the status, in the order of the model (`RxStatus`, `TxStatus`).
-4. RX OK: the frame is committed (its ring queued on ``feed``; the feeder moves it from the
-   core's stream into the ``staging`` FIFO at a beat per cycle) and one write command per chunk
-   it reaches is given, the frame's bytes cut to the chunks by the `Repacker`; the rest of a
-   frame longer than the pvec is consumed and dropped (TRUNCATED). The job does not wait for
-   the data: the next job's commands queue behind it. A ring's next frame is decided only once
-   the frame before has left the core's stream (``draining``), since its metadata is read from
-   the head of that stream. TX: the pvec becomes a job of the `TxPipe`
-   (hdl/pcie/dma_tx_pipe.py) and, if its status is OK, one read command per chunk is given; the
-   job ends there and the next may start. The pipe glues each frame's chunks into the TX buffer
-   (a store-and-forward `PacketFIFO`), rolls back a frame whose read failed, and hands back
-   each pvec's completion record in descriptor order, which a later job (``retiring``) writes
-   as steps 5-6. Up to ``TX_JOBS`` pvecs are in flight, all of one TX ring (``issue_head`` is
-   where its next pvec starts); a frame is taken only when the TX buffer has room for it
-   beside those in flight. Which commands' data and statuses are the pipe's is queued as the
-   commands are given (``kinds``), so descriptor reads and TX data reads may interleave.
-5. ``COMPLETE``: the completion entry (one write command, one MWr) is copied to
-   ``entry_queue`` and its command given after the data commands of the same writer, so it
+4. RX OK: the frame is committed to the `FrameFeed` (hdl/pcie/dma_write_data.py), which moves
+   it from the core's stream into its staging FIFO at a beat per cycle, and one write command
+   per chunk it reaches is given, the frame's bytes cut to the chunks by the feed's
+   `Repacker`; the rest of a frame longer than the pvec is consumed and dropped (TRUNCATED).
+   The job does not wait for the data: the next job's commands queue behind it. A ring's next
+   frame is decided only once the frame before has left the core's stream (``draining``),
+   since its metadata is read from the head of that stream. TX: the pvec becomes a job of the
+   `TxPipe` (hdl/pcie/dma_tx_pipe.py) and, if its status is OK, one read command per chunk is
+   given; the job ends there and the next may start. The pipe glues each frame's chunks into
+   the TX buffer (a store-and-forward `PacketFIFO`), rolls back a frame whose read failed, and
+   hands back each pvec's completion record in descriptor order, which a later job
+   (``retiring``) writes as steps 5-6. Up to ``TX_JOBS`` pvecs are in flight, all of one TX
+   ring (``issue_head`` is where its next pvec starts); a frame is taken only when the TX
+   buffer has room for it beside those in flight. Which commands' data and statuses are the
+   pipe's is queued as the commands are given (``kinds``), so descriptor reads and TX data
+   reads may interleave.
+5. ``COMPLETE``: the completion entry (one write command, one MWr) is copied into the
+   `WriteData` block and its command given after the data commands of the same writer, so it
    reaches host memory after the data (posted writes from one requester stay in order, PCIe
-   Base Spec §2.4.1). The writer's data follows its commands: ``write_kinds`` says for each
-   whether its bytes come from the repacker or from ``entry_queue``.
+   Base Spec §2.4.1). `WriteData` delivers the writer's data in the order of its commands.
 6. ``FINISH``: indices, counters and the event of an error at once; the interrupt strobe is
    queued with the entry's command number and raised once the writer reports that command
    done, so an interrupt's MSI-X write is granted after the completion's MWr.
@@ -87,14 +87,14 @@ from partner.pcie.formats import (
 )
 from partner.tlp import CompletionStatus
 
-from ..stream import PacketStream, packet_layout
-from .dma_entries import EntryReader, EntryWriter, entry_out_layout
+from ..stream import PacketStream
+from .dma_entries import EntryReader
 from .dma_events import event_record_layout
 from .dma_read import read_command_layout, read_status_layout
-from .dma_repack import Repacker, repack_command_layout
 from .dma_status import DmaStatus
 from .dma_tx_pipe import TxPipe
 from .dma_write import done_layout, write_command_layout
+from .dma_write_data import FrameFeed, WriteData
 
 __all__ = ["BATCH", "DmaSequencer"]
 
@@ -188,7 +188,6 @@ class DmaSequencer(wiring.Component):
         wb, n = self.wb, self.rings
         R, T, E = self.rx_rings, self.tx_rings, self.rings - 1
 
-        m.submodules.repack = repack = Repacker(wb)  # RX frames into pvec chunks
         m.submodules.tx_pipe = pipe = TxPipe(wb, rings=n, max_chunks=self.max_chunks,
                                              jobs=TX_JOBS,
                                              buffer_beats=self.tx_buffer_bytes // wb)
@@ -379,64 +378,31 @@ class DmaSequencer(wiring.Component):
 
         first = data.View(layout(TX_DESCRIPTOR), first_entry)
 
-        # -- the core's RX streams, the staging FIFO and the repacker ---------------------------
-        # A frame is committed in DECIDE: its ring goes on `feed`, and the feeder moves the frame
-        # from the core's stream into `staging` at a beat per cycle, whatever the writer's pace.
-        # The ring's next frame, and its metadata, is then at the head of the core's stream
-        # early, and the next job's commands are given while this frame's data still goes out.
+        # -- write data: RX frames and completion entries (hdl/pcie/dma_write_data.py) ---------
+        # A frame committed in DECIDE leaves the core's stream at a beat per cycle through the
+        # feed's staging FIFO; the ring's next frame, and its metadata, is then at the head of
+        # the stream early, and the next job's commands are given while this frame's data still
+        # goes out. The writer's data follows its commands: each one's kind is pushed as it is
+        # given; a completion entry is copied into `write_data` in COMPLETE, so the next job may
+        # change the registers it came from.
         rx_valid = Cat(s.valid for s in self.rx)
-        rx_payload = Array(s.payload for s in self.rx)
-        ring_bits = max(1, (R - 1).bit_length())
-        current = rx_payload[ring[:ring_bits]] if R > 1 else self.rx[0].payload
-        m.submodules.feed = feed = SyncFIFOBuffered(width=ring_bits, depth=4)
-        m.submodules.staging = staging = SyncFIFOBuffered(
-            width=packet_layout(wb).size, depth=max(4, STAGING_BYTES // wb))
-        draining = Signal(R)  # a committed frame of the ring is still in the core's stream
-        fed = rx_payload[feed.r_data].beat if R > 1 else self.rx[0].payload.beat
-        feed_valid = feed.r_rdy & rx_valid.bit_select(feed.r_data, 1)
-        for q, s in enumerate(self.rx):
-            m.d.comb += s.ready.eq(feed.r_rdy & (feed.r_data == q) & staging.w_rdy)
-        m.d.comb += [staging.w_data.eq(fed), staging.w_en.eq(feed_valid & staging.w_rdy)]
-        with m.If(feed_valid & staging.w_rdy & fed.last):
-            m.d.comb += feed.r_en.eq(1)
-            m.d.sync += draining.bit_select(feed.r_data, 1).eq(0)
-        m.d.comb += [repack.i.valid.eq(staging.r_rdy), repack.i.payload.eq(staging.r_data),
-                     staging.r_en.eq(repack.i.ready)]
-        # The repacker's commands queue, so a job gives them while the frame before goes out.
-        m.submodules.repack_cmds = repack_cmds = SyncFIFOBuffered(
-            width=repack_command_layout().size, depth=4)
-        m.d.comb += [repack.cmd.valid.eq(repack_cmds.r_rdy),
-                     repack.cmd.payload.eq(repack_cmds.r_data),
-                     repack_cmds.r_en.eq(repack.cmd.ready)]
-        repack_cmd = data.View(repack_command_layout(), repack_cmds.w_data)
-
-        # The writer's data, in the order of its commands: an RX frame's chunks from the
-        # repacker, or a completion entry from `entry_queue` (copied there in COMPLETE, so the
-        # next job may change the registers it came from). Each command's kind is queued as it
-        # is given and taken off with the last beat of its data. TX frames go from the TX pipe
-        # to the TX buffer.
+        current = (Array(s.payload for s in self.rx)[ring[:max(1, (R - 1).bit_length())]]
+                   if R > 1 else self.rx[0].payload)
+        m.submodules.feed = feed = FrameFeed(wb, R, staging_bytes=STAGING_BYTES)
+        for q in range(R):
+            wiring.connect(m, wiring.flipped(self.rx[q]), feed.rx[q])
+        m.submodules.write_data = write_data = WriteData(wb, commands=WRITES_IN_FLIGHT)
+        wiring.connect(m, feed.o, write_data.frames)
+        wiring.connect(m, write_data.o, wiring.flipped(self.wr_data))
+        draining = feed.draining
+        repack_cmd = feed.cmd.payload
         tx_error = Signal()
-        m.submodules.write_kinds = write_kinds = SyncFIFOBuffered(width=1,
-                                                                  depth=WRITES_IN_FLIGHT)
-        m.submodules.entry_queue = entry_queue = SyncFIFOBuffered(
-            width=entry_out_layout().size, depth=4)
-        m.submodules.entries_out = entries_out = EntryWriter(wb)
-        queued_entry = data.View(entry_out_layout(), entry_queue.w_data)
         out_entry = Signal(128)
         entry_bytes = Signal(5)
-        m.d.comb += [queued_entry.entry.eq(out_entry), queued_entry.nbytes.eq(entry_bytes),
-                     entries_out.i.valid.eq(entry_queue.r_rdy),
-                     entries_out.i.payload.eq(entry_queue.r_data),
-                     entry_queue.r_en.eq(entries_out.i.ready)]
-        with m.If(write_kinds.r_rdy):
-            with m.If(write_kinds.r_data[0]):
-                wiring.connect(m, entries_out.o, wiring.flipped(self.wr_data))
-            with m.Else():
-                wiring.connect(m, repack.o, wiring.flipped(self.wr_data))
-        write_kind = Signal()  # the write command given now is a completion entry
-        wr = self.wr_data
-        m.d.comb += [write_kinds.w_data.eq(write_kind), write_kinds.w_en.eq(wr_taken),
-                     write_kinds.r_en.eq(wr.valid & wr.ready & wr.payload.last)]
+        m.d.comb += [write_data.entry.payload.entry.eq(out_entry),
+                     write_data.entry.payload.nbytes.eq(entry_bytes),
+                     write_data.kind.valid.eq(wr_taken)]
+        write_kind = write_data.kind.payload.entry  # the command given now writes an entry
         wiring.connect(m, pipe.tx, wiring.flipped(self.tx))
         m.d.comb += [self.tx_drop.eq(pipe.tx_drop), self.tx_port.eq(pipe.tx_port),
                      self.tx_flow.eq(pipe.tx_flow), self.tx_length.eq(pipe.tx_length)]
@@ -445,7 +411,7 @@ class DmaSequencer(wiring.Component):
         cand = Signal(R + T)
         for q in range(R):
             m.d.comb += cand[q].eq(self.ring_enabled[q] & ~self.ring_waiting[q] & self.rx[q].valid
-                                   & feed.w_rdy)
+                                   & feed.commit.ready)
         # A TX ring is served only while the TX buffer has room for the longest pvec it may
         # hold: if the core stops taking frames, TX jobs stop, and RX jobs go on.
         limit = Signal(16)
@@ -454,7 +420,11 @@ class DmaSequencer(wiring.Component):
         # The frames in the TX pipe have their room already: they count as used.
         room_free = Signal(signed(self.tx_room.shape().width + 18))
         m.d.comb += room_free.eq(self.tx_room - pipe.beats_due)
-        tx_ok = room_free >= ((limit + wb - 1) >> (wb.bit_length() - 1))
+        # Registered: the TX buffer's level is far from the job logic. A cycle late is safe: the
+        # room only grows meanwhile (a frame taken in TX_START reaches IDLE cycles later), and
+        # TX_ROOM checks the frame's own length again.
+        tx_ok = Signal()
+        m.d.sync += tx_ok.eq(room_free >= ((limit + wb - 1) >> (wb.bit_length() - 1)))
         # While TX pvecs are in flight, only their ring goes on (`issue_head` follows it).
         pipe_ring = Signal(range(n))
         for t in range(T):
@@ -517,8 +487,7 @@ class DmaSequencer(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += [
                     self.idle.eq((outstanding == 0) & pipe.empty & (strobes.level == 0)
-                                 & ~feed.r_rdy & ~staging.r_rdy & ~repack_cmds.r_rdy
-                                 & ~repack.busy & ~pf_busy),
+                                 & ~feed.busy & ~pf_busy),
                     extend.eq(pf_done),
                 ]
                 m.d.sync += [count.eq(0), chain_done.eq(0), zero.eq(0), total.eq(0),
@@ -664,8 +633,8 @@ class DmaSequencer(wiring.Component):
                         m.next = "COMPLETE_PREP"
                     with m.Else():
                         # The frame is the job's: the feeder takes it from the core's stream.
-                        m.d.comb += [feed.w_en.eq(1), feed.w_data.eq(ring)]
-                        m.d.sync += [status.eq(RxStatus.OK), draining.bit_select(ring, 1).eq(1)]
+                        m.d.comb += [feed.commit.valid.eq(1), feed.commit.payload.eq(ring)]
+                        m.d.sync += status.eq(RxStatus.OK)
                         m.next = "RX_LATCH"
                 with m.Else():
                     m.d.sync += [chunks.eq(count), length.eq(first.total_length),
@@ -695,12 +664,12 @@ class DmaSequencer(wiring.Component):
             # -- RX: the frame into the pvec's chunks ------------------------------------------
             with m.State("RX_PIECE"):
                 m.d.comb += [
-                    self.wr_cmd.valid.eq(~sent_a & write_kinds.w_rdy),
-                    repack_cmds.w_en.eq(~sent_b),
+                    self.wr_cmd.valid.eq(~sent_a & write_data.kind.ready),
+                    feed.cmd.valid.eq(~sent_b),
                     repack_cmd.length.eq(cmd_len),
                 ]
-                a = sent_a | (self.wr_cmd.ready & write_kinds.w_rdy)
-                b = sent_b | repack_cmds.w_rdy
+                a = sent_a | (self.wr_cmd.ready & write_data.kind.ready)
+                b = sent_b | feed.cmd.ready
                 m.d.sync += [sent_a.eq(a), sent_b.eq(b)]
                 with m.If(a & b):
                     m.d.sync += [sent_a.eq(0), sent_b.eq(0), left.eq(left - cmd_len),
@@ -719,9 +688,9 @@ class DmaSequencer(wiring.Component):
                 m.d.sync += [cmd_addr.eq(d_addr), cmd_len.eq(piece)]
                 m.next = "RX_PIECE"
             with m.State("RX_DISCARD"):
-                m.d.comb += [repack_cmds.w_en.eq(1), repack_cmd.length.eq(left),
+                m.d.comb += [feed.cmd.valid.eq(1), repack_cmd.length.eq(left),
                              repack_cmd.discard.eq(1)]
-                with m.If(repack_cmds.w_rdy):
+                with m.If(feed.cmd.ready):
                     m.d.sync += status.eq(RxStatus.TRUNCATED)
                     m.next = "COMPLETE_PREP"
 
@@ -781,10 +750,10 @@ class DmaSequencer(wiring.Component):
                 prepare_completion()
                 m.next = "COMPLETE"
             with m.State("COMPLETE"):
-                room = write_kinds.w_rdy & entry_queue.w_rdy
+                room = write_data.kind.ready & write_data.entry.ready
                 m.d.comb += [self.wr_cmd.valid.eq(room), write_kind.eq(1)]
                 with m.If(room & self.wr_cmd.ready):
-                    m.d.comb += entry_queue.w_en.eq(1)
+                    m.d.comb += write_data.entry.valid.eq(1)
                     m.d.sync += cpl_seq.eq(given + 1)
                     m.next = "FINISH"
             # The entry is queued for the writer: indices, counters and events need not wait for
