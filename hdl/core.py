@@ -16,6 +16,14 @@ beat names the port, the TX flow and the frame length, the CSR bus, and an event
 
 The core runs in one clock domain, `sync` (125 MHz at width 1 for 1G ports, 156.25 MHz at width
 8 for 10G ports); board wrappers cross the PHYs' own receive clocks into it.
+
+Register slices (`StreamSlice`, one beat per cycle, every output from a flip-flop) sit on the
+frame path between blocks: receive FIFO → dispatcher, dispatcher → switch, host tx → switch,
+switch → each flow-queue block, TX flow queues → MAC. Without them a frame's handshake ran from
+the receive FIFO's block RAM through the dispatcher's action decode and the switch's round robin
+into the flow-queue block's quota lookup, and the ready back into the block RAM's enable, in one
+cycle. They add three cycles to a frame's way from the wire to its queue and from the host to
+the wire.
 """
 
 from amaranth.hdl import Const, Module, Signal
@@ -34,6 +42,7 @@ from partner.hdl.flow_table import FlowTable
 from partner.hdl.mac import GMIIRX, GMIITX, XGMIIRX, XGMIITX
 from partner.hdl.mac.gmii import GMIIRxBus, GMIITxBus
 from partner.hdl.mac.xgmii import XGMIIRxBus, XGMIITxBus
+from partner.hdl.pcie.dma_slice import StreamSlice
 from partner.hdl.rx_port import RxPort
 from partner.hdl.stream import packet_layout
 from partner.hdl.wire import layout
@@ -125,9 +134,9 @@ class DeviceCore(wiring.Component):
                 port.i_drop.eq(rx_mac.o_drop),
             ]
             wiring.connect(m, port.o_lookup, classifier.i_lookup[p])
-            wiring.connect(m, port.o_frame, dispatcher.i_frame)
+            wiring.connect(m, port.o_frame, self._slice(m, f"frame_{p}", dispatcher.i_frame))
             wiring.connect(m, classifier.o_result[p], dispatcher.i_result)
-            wiring.connect(m, dispatcher.o, switch.i[p])
+            wiring.connect(m, dispatcher.o, self._slice(m, f"dispatch_{p}", switch.i[p]))
             rx_macs.append(rx_mac)
             tx_macs.append(tx_mac)
             rx_ports.append(port)
@@ -135,7 +144,7 @@ class DeviceCore(wiring.Component):
 
         # The host's transmit stream is the switch's last source.
         host_tx_dropped = Signal(32)
-        self._host_tx(m, switch.i[P], host_tx_dropped)
+        self._host_tx(m, self._slice(m, "host_tx", switch.i[P]), host_tx_dropped)
 
         rx_queues, tx_queues = [], []
         for d in range(self.dests):
@@ -145,7 +154,9 @@ class DeviceCore(wiring.Component):
                                quantum=self.quantum)
             name = f"tx_queues_{d - Q - 1}" if tx else f"rx_queues_{d}"
             m.submodules[name] = block
-            source = switch.o[d]
+            source = m.submodules[f"{name}_slice"] = StreamSlice(switch_lay)
+            wiring.connect(m, switch.o[d], source.i)
+            source = source.o
             m.d.comb += [
                 block.i_stream.valid.eq(source.valid),
                 block.i_stream.payload.eq(source.payload.beat),
@@ -165,7 +176,7 @@ class DeviceCore(wiring.Component):
                 block.o_stream.ready.eq(host.ready),
             ]
         for p, block in enumerate(tx_queues):
-            wiring.connect(m, block.o_stream, tx_macs[p].i_stream)
+            wiring.connect(m, block.o_stream, self._slice(m, f"tx_mac_{p}", tx_macs[p].i_stream))
 
         m.submodules.registers = registers = CoreRegisters(
             ports=P, queues=Q, rules=self.rules, tx_flows=self.tx_flows, width_bytes=w)
@@ -176,6 +187,13 @@ class DeviceCore(wiring.Component):
 
         self._events(m, rx_macs, rx_ports, rx_queues, tx_queues)
         return m
+
+    @staticmethod
+    def _slice(m, name, sink):
+        """A register slice in front of the stream `sink`; returns its input to drive."""
+        cut = m.submodules[f"{name}_slice"] = StreamSlice(sink.payload.shape())
+        wiring.connect(m, cut.o, sink)
+        return cut.i
 
     def _host_tx(self, m, source, dropped):
         """The host's frames into the switch; a port or flow out of range is dropped here."""
@@ -221,7 +239,11 @@ class DeviceCore(wiring.Component):
             error_moved = Const(0)
             for i, counter in enumerate(errors):
                 error_moved = error_moved | moved(counter, f"rx_err_{p}_{i}")
-            sources.append((EventKind.RX_ERROR, p, error_moved))
+            # Registered: seven 32-bit compares and their OR are a path of their own, kept
+            # away from the merger's pending counts (the event comes a cycle later).
+            error_strobe = Signal(name=f"rx_err_{p}")
+            m.d.sync += error_strobe.eq(error_moved)
+            sources.append((EventKind.RX_ERROR, p, error_strobe))
         for kind, blocks in ((EventKind.QUEUE_DROP, rx_queues), (EventKind.TX_DROP, tx_queues)):
             for unit, block in enumerate(blocks):
                 sources.append((kind, unit, block.o_dropped))
