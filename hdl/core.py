@@ -42,9 +42,8 @@ from partner.hdl.flow_table import FlowTable
 from partner.hdl.mac import GMIIRX, GMIITX, XGMIIRX, XGMIITX
 from partner.hdl.mac.gmii import GMIIRxBus, GMIITxBus
 from partner.hdl.mac.xgmii import XGMIIRxBus, XGMIITxBus
-from partner.hdl.pcie.dma_slice import StreamSlice
 from partner.hdl.rx_port import RxPort
-from partner.hdl.stream import packet_layout
+from partner.hdl.stream import StreamSlice, packet_layout
 from partner.hdl.wire import layout
 from partner.regmap import REGISTERS
 

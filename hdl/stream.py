@@ -1,6 +1,7 @@
 # Internal packet stream format: one definition shared by every packet-carrying block (MACs,
-# parser, flow queues, DMA). Built on Amaranth 0.5 `lib.stream` (valid/ready handshake, payload
-# transferred on a clock edge where both are high).
+# parser, flow queues, DMA), and the register slice used between blocks on any stream. Built on
+# Amaranth 0.5 `lib.stream` (valid/ready handshake, payload transferred on a clock edge where
+# both are high).
 """Packet stream layout.
 
 A packet is a sequence of *beats*. Each beat carries up to ``width_bytes`` bytes:
@@ -24,10 +25,11 @@ length counters add, and cannot express holes, which no block here must then han
 one bit and saves every consumer a state bit to find headers.
 """
 
-from amaranth.hdl import Cat, Value
-from amaranth.lib import data, stream
+from amaranth.hdl import Cat, Module, Signal, Value
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
 
-__all__ = ["PacketStream", "keep_mask", "packet_layout"]
+__all__ = ["PacketStream", "StreamSlice", "keep_mask", "packet_layout"]
 
 
 def packet_layout(width_bytes: int) -> data.StructLayout:
@@ -50,3 +52,37 @@ def PacketStream(width_bytes: int) -> stream.Signature:
 def keep_mask(nbytes: Value, width_bytes: int) -> Value:
     """Byte-enable mask (bit *i* set for lanes ``< nbytes``) for an ``nbytes`` count."""
     return Cat(*(nbytes > i for i in range(width_bytes)))
+
+
+class StreamSlice(wiring.Component):
+    """Register slice (skid buffer) for any `amaranth.lib.stream` payload.
+
+    ``o.valid``/``o.payload`` and ``i.ready`` all come from flip-flops: nothing combinational
+    crosses the slice in either direction, so it cuts the valid -> ready paths between two
+    blocks at full throughput. A beat taken while the output is stalled waits in the skid
+    register, so the slice passes one beat per cycle and holds at most two. ``busy`` says it
+    holds a beat (for a caller that must know everything it sent has left).
+    """
+
+    def __init__(self, payload_shape):
+        self.payload_shape = payload_shape
+        super().__init__({
+            "i": In(stream.Signature(payload_shape)),
+            "o": Out(stream.Signature(payload_shape)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        skid = Signal(self.payload_shape)
+        skid_valid = Signal()
+        i, o = self.i, self.o
+        m.d.comb += [i.ready.eq(~skid_valid), self.busy.eq(o.valid | skid_valid)]
+        with m.If(o.ready | ~o.valid):  # the output register takes a new beat (or none)
+            with m.If(skid_valid):
+                m.d.sync += [o.payload.eq(skid), o.valid.eq(1), skid_valid.eq(0)]
+            with m.Else():
+                m.d.sync += [o.payload.eq(i.payload), o.valid.eq(i.valid)]
+        with m.Elif(i.valid & ~skid_valid):  # stalled: park the beat
+            m.d.sync += [skid.eq(i.payload), skid_valid.eq(1)]
+        return m

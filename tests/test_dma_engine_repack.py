@@ -1,14 +1,12 @@
-"""Repacker and register slice (amaranth.sim): a byte stream cut into commanded packets, beats
-through a skid buffer, with random backpressure."""
+"""Repacker (amaranth.sim): a byte stream cut into commanded packets, with random
+backpressure."""
 
 import random
 
 import pytest
-from amaranth.lib import data
 from amaranth.sim import Simulator
 
 from partner.hdl.pcie.dma_repack import Repacker, repack_command_layout
-from partner.hdl.pcie.dma_slice import StreamSlice
 from partner.hdl.stream import packet_layout
 from partner.sim.models.pcie_host import StreamSink, StreamSource, pack, unpack
 
@@ -149,38 +147,3 @@ def test_repacker_full_rate_across_commands():
     sim.run()
     assert cycles[-1] - cycles[0] == len(cycles) - 1, f"idle cycles between beats: {cycles}"
 
-
-def test_stream_slice_keeps_every_beat_in_order():
-    dut = StreamSlice(data.StructLayout({"x": 16}))
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    src = StreamSource(dut.i, random.Random(4), 0.8)
-    src.put(*range(300))
-    sink = StreamSink(dut.o, random.Random(5), 0.5)
-    sim.add_process(src.run)
-    sim.add_process(sink.run)
-
-    async def check(ctx):
-        await ctx.tick().repeat(800)
-        assert sink.items == list(range(300))
-
-    sim.add_testbench(check)
-    sim.run()
-
-
-def test_stream_slice_full_rate():
-    dut = StreamSlice(data.StructLayout({"x": 8}))
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    src = StreamSource(dut.i, random.Random(4))
-    src.put(*range(100))
-    sink = StreamSink(dut.o, random.Random(5))
-    sim.add_process(src.run)
-    sim.add_process(sink.run)
-
-    async def check(ctx):
-        await ctx.tick().repeat(103)
-        assert sink.items == list(range(100)), "one beat per cycle, two cycles of latency"
-
-    sim.add_testbench(check)
-    sim.run()

@@ -38,7 +38,7 @@ from partner.formats import EVENT, MAX_FLOWS, MAX_FRAME, MAX_PORTS
 from partner.hdl.core import host_rx_layout, host_tx_layout
 from partner.hdl.csr import CSRBus
 from partner.hdl.packet_fifo import PacketFIFO
-from partner.hdl.stream import packet_layout
+from partner.hdl.stream import StreamSlice, packet_layout
 from partner.hdl.wire import layout
 from partner.pcie.formats import MAX_CHUNKS, MAX_RING_LOG2, DmaCounter
 
@@ -48,7 +48,6 @@ from .dma_moderation import IrqModeration
 from .dma_read import DmaReader
 from .dma_registers import ADDR_WIDTH, DmaRegisters
 from .dma_sequencer import DmaSequencer
-from .dma_slice import StreamSlice
 from .dma_write import DmaWriter
 from .request_arbiter import RequestArbiter
 from .tlp import WIDTHS, EndpointConfig, TlpStream, tlp_layout
