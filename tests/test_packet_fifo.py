@@ -9,14 +9,7 @@ from amaranth.sim import Simulator
 
 from partner.hdl.packet_fifo import PacketFIFO
 from partner.hdl.stream import keep_mask, packet_layout
-
-
-def make_beats(width, payload):
-    """Cut ``payload`` bytes into packet-stream beats (dicts of layout fields)."""
-    chunks = [payload[i:i + width] for i in range(0, len(payload), width)]
-    return [{"data": int.from_bytes(chunk, "little"), "nbytes": len(chunk),
-             "first": n == 0, "last": n == len(chunks) - 1} for n, chunk in enumerate(chunks)]
-
+from partner.sim.beats import packet_beats
 
 # -- stream helpers --------------------------------------------------------------------------
 
@@ -121,9 +114,9 @@ def test_directed_put_get():
     good, bad = bytes(range(1, 11)), bytes(range(100, 107))
 
     async def producer(ctx):
-        await put_frame(ctx, dut, make_beats(4, bad), drop=True)
-        await put_frame(ctx, dut, make_beats(4, good))
-        await put_frame(ctx, dut, make_beats(4, b"\x42"))
+        await put_frame(ctx, dut, packet_beats(4, bad), drop=True)
+        await put_frame(ctx, dut, packet_beats(4, good))
+        await put_frame(ctx, dut, packet_beats(4, b"\x42"))
 
     async def consumer(ctx):
         assert await get_frame(ctx, dut) == good
@@ -149,7 +142,7 @@ def random_traffic(rng, width, depth, nframes):
             nbytes = rng.randint(depth * width // 2, depth * width)
         else:
             nbytes = rng.randint(1, 3 * width)
-        frames.append((make_beats(width, rng.randbytes(nbytes)), rng.random() < 0.2))
+        frames.append((packet_beats(width, rng.randbytes(nbytes)), rng.random() < 0.2))
     return frames
 
 
@@ -252,7 +245,7 @@ def test_metadata_travels_with_whole_frames():
 
     async def producer(ctx):
         for payload, tag, drop in frames:
-            beats = make_beats(2, payload)
+            beats = packet_beats(2, payload)
             for beat in beats:
                 ctx.set(dut.i_meta, {"data": tag if beat["last"] else 0xEE, "nbytes": 1})
                 ctx.set(dut.i_drop, drop and beat["last"])
@@ -286,7 +279,7 @@ def test_committed_strobe():
     async def bench(ctx):
         pulses = []
         for payload, drop in ((b"ab", False), (b"c", True), (b"d", False)):
-            for beat in make_beats(1, payload):
+            for beat in packet_beats(1, payload):
                 ctx.set(dut.i_drop, drop and beat["last"])
                 ctx.set(dut.i_stream.valid, 1)
                 ctx.set(dut.i_stream.payload, beat)
@@ -304,7 +297,7 @@ def test_committed_strobe():
 
 def test_no_partial_frame_visible():
     dut = PacketFIFO(width_bytes=2, depth=16)
-    beats = make_beats(2, bytes(range(12)))
+    beats = packet_beats(2, bytes(range(12)))
 
     async def bench(ctx):
         ctx.set(dut.o_stream.ready, 1)
@@ -331,7 +324,7 @@ def test_no_partial_frame_visible():
 def test_throughput_one_beat_per_cycle():
     width, depth, nframes, length = 4, 32, 12, 7
     dut = PacketFIFO(width_bytes=width, depth=depth)
-    frames = [make_beats(width, bytes([n]) * (length * width)) for n in range(nframes)]
+    frames = [packet_beats(width, bytes([n]) * (length * width)) for n in range(nframes)]
     cycles = {"in": [], "out": []}
 
     async def producer(ctx):

@@ -19,6 +19,7 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from partner.formats import FLOW_KEY, KeyFlag
 from partner.hdl.parser import LATENCY, Parser, counter_name
 from partner.parser_formats import MalformedCause as Cause
+from partner.sim.beats import packet_beats
 from partner.sim.models.parser import parse
 
 F = KeyFlag
@@ -172,14 +173,6 @@ def test_model_reads_missing_bytes_as_zero():
 
 # -- simulation helpers ----------------------------------------------------------------------
 
-def frame_beats(width, frame, junk=0):
-    """Beats of ``frame``; the unused lanes of a short last beat carry ``junk`` bytes."""
-    chunks = [frame[i:i + width] for i in range(0, len(frame), width)]
-    return [{"data": int.from_bytes(chunk + bytes([junk]) * (width - len(chunk)), "little"),
-             "nbytes": len(chunk), "first": n == 0, "last": n == len(chunks) - 1}
-            for n, chunk in enumerate(chunks)]
-
-
 def run_parser(width, frames, *, ports=None, holes=0.0, seed=0):
     """Stream ``frames`` through a Parser, back to back unless ``holes`` > 0 (probability of an
     idle cycle before each beat). Checks the latency of every key and the counters; returns the
@@ -189,7 +182,7 @@ def run_parser(width, frames, *, ports=None, holes=0.0, seed=0):
     dut = Parser(width)
     schedule = []
     for frame, port in zip(frames, ports, strict=True):
-        for beat in frame_beats(width, frame, junk=rng.choice([0, 0xFF, 0xA5])):
+        for beat in packet_beats(width, frame, junk=rng.choice([0, 0xFF, 0xA5])):
             while rng.random() < holes:
                 schedule.append(None)
             schedule.append((beat, port))
