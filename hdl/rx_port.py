@@ -5,18 +5,21 @@
 The MAC receive stream cannot stall, so everything here takes a beat every cycle. The frame goes
 into a `PacketFIFO` two cycles late, so that its last beat enters the FIFO in the very cycle the
 parser (`partner.hdl.parser.LATENCY` = 2) presents the frame's key. The key and the frame's length
-are held for one cycle and pushed into the lookup queue when the FIFO reports the commit: a frame
-the FIFO drops (bad FCS, runt, overflow) never gets a lookup, so the i-th lookup result always
-belongs to the i-th committed frame.
+go into the one lookup register then, and become a request when the FIFO reports the commit: a
+frame the FIFO drops (bad FCS, runt, overflow) never gets a lookup, so the i-th lookup result
+always belongs to the i-th committed frame.
 
-That pairing must never slip. The lookup queue is small; if it could not take one more request,
-the frame whose last beat arrives is dropped (rolled back by the FIFO) and counted in
-`lookup_backlog_drops`, instead of entering without a key.
+That pairing must never slip. If the request of the frame before is still waiting when a frame's
+last beat arrives, that frame is dropped (rolled back by the FIFO) and counted in
+`lookup_backlog_drops`, instead of entering without a key. One register is enough: the core
+sizes the flow table (`DeviceCore.ways`) so that it serves every port once per minimum-size frame
+time, so a request waits at most for the other ports' lookups, never for the next frame. The
+register replaces a queue of eight 442-bit requests, which took 111 of the ECP5's
+distributed-RAM cells per port (of 1 370 on an LFE5UM5G-45F) and another 442 flip-flops.
 """
 
 from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
-from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from partner.formats import FLOW_KEY, FRAME_META
@@ -49,8 +52,6 @@ class RxPort(wiring.Component):
     malformed, fifo_overflows, lookup_backlog_drops : ``Out(32)`` wrapping counters
     """
 
-    LOOKUP_DEPTH = 8
-
     def __init__(self, width_bytes: int, port: int, fifo_depth: int):
         self.width_bytes = width_bytes
         self.port = port
@@ -70,8 +71,6 @@ class RxPort(wiring.Component):
         w = self.width_bytes
         m.submodules.parser = parser = Parser(w)
         m.submodules.fifo = fifo = PacketFIFO(w, self.fifo_depth)
-        m.submodules.lookups = lookups = SyncFIFOBuffered(
-            width=LOOKUP_LAYOUT.size, depth=self.LOOKUP_DEPTH)
 
         # The parser taps the MAC output directly.
         m.d.comb += [
@@ -96,8 +95,9 @@ class RxPort(wiring.Component):
             m.d.sync += length.eq(Mux(payload.last, 0, length + payload.nbytes))
         frame_length = length + payload.nbytes
 
-        # No room for one more lookup: drop the frame rather than let the pairing slip.
-        backlog = lookups.level >= self.LOOKUP_DEPTH - 1
+        # The request before still waits: drop the frame rather than let the pairing slip.
+        request, waiting = Signal(LOOKUP_LAYOUT), Signal()
+        backlog = waiting
         m.d.comb += [
             fifo.i_stream.valid.eq(valid),
             fifo.i_stream.payload.eq(payload),
@@ -106,15 +106,17 @@ class RxPort(wiring.Component):
         with m.If(beat_end & ~drop & backlog):
             m.d.sync += self.lookup_backlog_drops.eq(self.lookup_backlog_drops + 1)
 
-        pending = Signal(LOOKUP_LAYOUT)
-        with m.If(parser.o_key.valid):
-            m.d.sync += [pending.key.eq(parser.o_key.payload), pending.length.eq(frame_length)]
+        # The key comes with the frame's last beat; the request is made when the FIFO commits
+        # that frame. A frame that is not committed leaves the register to the next one.
+        with m.If(parser.o_key.valid & ~waiting):
+            m.d.sync += [request.key.eq(parser.o_key.payload), request.length.eq(frame_length)]
+        with m.If(fifo.o_committed):
+            m.d.sync += waiting.eq(1)
+        with m.Elif(self.o_lookup.ready):
+            m.d.sync += waiting.eq(0)
         m.d.comb += [
-            lookups.w_data.eq(pending),
-            lookups.w_en.eq(fifo.o_committed),
-            self.o_lookup.valid.eq(lookups.r_rdy),
-            self.o_lookup.payload.eq(lookups.r_data),
-            lookups.r_en.eq(self.o_lookup.ready),
+            self.o_lookup.valid.eq(waiting),
+            self.o_lookup.payload.eq(request),
         ]
         m.d.comb += [
             self.o_frame.valid.eq(fifo.o_stream.valid),
