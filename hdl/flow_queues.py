@@ -10,6 +10,14 @@ The first beat decides (*early drop*): the frame is admitted if its flow's quota
 ``ceil(length / cell_bytes)`` cells it needs; otherwise all its beats are discarded and the
 drop is counted by cause. ``i_stream.ready`` is always 1: no flow can hold up another.
 
+A source that must not lose frames (the host's transmit stream in the device core) reserves a
+frame's cells first, on the ``reserve`` stream (a cell count; granted when the count is free,
+taken from ``free_cells`` at once), and then sends the frame with ``i_reserved``: such a frame
+is admitted whatever its flow's bytes in use (only a closed flow or a zero length drops it, and
+its reserved cells go back) and does not take cells again. Once a reservation has waited
+``patience`` cycles, other frames are admitted only if they leave its cells free: neither side
+can starve the other.
+
 The writer has five stages: the beat is registered with its flow's quota and released bytes
 (read from block RAM), framed, compared (``quota - length``, then a bound relative to the
 released bytes), decided on in stage 4 (one subtraction against each forwarded value of the
@@ -36,7 +44,7 @@ See docs/queues.md.
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
-from amaranth.lib import data, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
@@ -83,11 +91,24 @@ class FlowQueues(wiring.Component):
         ``max(weight, 1) * quantum``.
     quota_bits : int
         Width of a quota in bytes.
+    patience : int
+        Cycles a reservation waits before other frames must leave its cells free (0: at once).
 
     Members
     -------
     i_stream : ``In(PacketStream(width_bytes))``; ``ready`` is always 1.
     i_flow, i_length, i_meta : inputs valid with the first beat.
+    i_reserved : ``In(1)``, valid with the first beat: the frame's ``ceil(i_length /
+        cell_bytes)`` cells were reserved through ``reserve``. It is admitted unless its flow
+        is closed (quota 0) or its length is 0 (then dropped as over quota, its cells given
+        back); its bytes count in its flow's bytes in use but are not checked against the quota.
+    reserve : ``In(stream.Signature(range(cells + 1)))``
+        Cells to reserve for the next ``i_reserved`` frame. ``ready`` (from registers and a
+        compare with the free-cell count; independent of ``valid``) is high when that many
+        cells are free and no first or last beat is being decided on in the cycle; the cells
+        leave ``free_cells`` at the handshake. Once a request has waited ``patience`` cycles,
+        a frame decided on a cycle later is admitted only if it leaves the requested cells
+        free (else dropped as ``drop_nobuf``).
     o_stream : ``Out(PacketStream(width_bytes))``; whole frames, one beat per cycle.
     o_flow, o_meta : outputs valid while ``o_stream.valid`` (constant over a frame).
     cfg_flow, cfg_quota_bytes, cfg_class, cfg_weight, cfg_en : per-flow configuration write port
@@ -113,7 +134,8 @@ class FlowQueues(wiring.Component):
     """
 
     def __init__(self, width_bytes: int, flows: int, cells: int, cell_bytes: int,
-                 classes: int = 4, *, meta=None, quantum: int = 256, quota_bits: int = 24):
+                 classes: int = 4, *, meta=None, quantum: int = 256, quota_bits: int = 24,
+                 patience: int = 0):
         _power_of_two("width_bytes", width_bytes)
         if not isinstance(cells, int) or cells < 2:
             raise ValueError(f"cells must be an integer >= 2, not {cells!r}")
@@ -122,6 +144,7 @@ class FlowQueues(wiring.Component):
             raise ValueError("need at least one flow and one class")
         self.width_bytes, self.flows, self.classes = width_bytes, flows, classes
         self.cells, self.cell_bytes, self.quantum = cells, cell_bytes, quantum
+        self.patience = patience
         self.meta_shape = layout(FRAME_META) if meta is None else meta
         self.byte_capacity = cells * cell_bytes
         super().__init__({
@@ -129,6 +152,8 @@ class FlowQueues(wiring.Component):
             "i_flow": In(range(flows)),
             "i_length": In(LEN_BITS),
             "i_meta": In(self.meta_shape),
+            "i_reserved": In(1),
+            "reserve": In(stream.Signature(range(cells + 1))),
             "o_stream": Out(PacketStream(width_bytes)),
             "o_flow": Out(range(flows)),
             "o_meta": Out(self.meta_shape),
@@ -256,6 +281,7 @@ class FlowQueues(wiring.Component):
         flow_in1 = Signal(range(n))
         len_in1 = Signal(LEN_BITS)
         meta1 = Signal(self.meta_shape)
+        res1 = Signal()
         m.d.sync += v1.eq(i.valid)
         # Comparisons of the announced length, precomputed for a first beat.
         need1 = Signal(LEN_BITS)  # cells the frame needs
@@ -263,6 +289,7 @@ class FlowQueues(wiring.Component):
         with m.If(i.valid):
             m.d.sync += [beat1.eq(i.payload), flow_in1.eq(self.i_flow),
                          len_in1.eq(self.i_length), meta1.eq(self.i_meta),
+                         res1.eq(self.i_reserved),
                          need1.eq(cells_for(self.i_length)), pos1.eq(self.i_length != 0),
                          over1.eq(self.i_length > w)]
 
@@ -324,6 +351,7 @@ class FlowQueues(wiring.Component):
             cells_left=stage("s2_cells_left", w_cells.shape(), w_cells),
             quota=stage("s2_quota", len(self.cfg_quota_bytes), quota_rd.data),
             rel=stage("s2_rel", acc_bits, rel.x_data[0]),
+            reserved=stage("s2_reserved", 1, start1 & res1),  # at a first beat only
         )
         # -- stage 2: headroom = quota - length; the admitted-bytes update starts --------------
         headroom = Signal(signed(len(self.cfg_quota_bytes) + 1))
@@ -332,13 +360,17 @@ class FlowQueues(wiring.Component):
                      excess.eq(s2["rem"] - s2["nb"])]
         s3 = follow(s2, 3, drop=("quota", "rem", "nb", "cells_left"))
         s3["headroom"] = stage("s3_headroom", headroom.shape(), headroom)
-        s3["closed"] = stage("s3_closed", 1, (s2["quota"] == 0) | (s2["len"] == 0))
+        closed = (s2["quota"] == 0) | (s2["len"] == 0)
+        s3["closed"] = stage("s3_closed", 1, closed)
         # At the last beat: bytes announced but not delivered (a short frame) go back.
         s3["give"] = stage("s3_give", LEN_BITS, Mux(excess > 0, excess, 0))
         # A one-beat frame takes one cell; a longer frame reserves its cells at its first beat
-        # and returns those it did not use at its last.
+        # and returns those it did not use at its last. A reserved frame took its cells
+        # through `reserve`: a one-beat one returns all but one, a dropped one all of them.
+        reserved_back = Mux(closed, s2["need"], Mux(s2["last"], s2["need"] - 1, 0))
+        first_cells = Mux(s2["reserved"], reserved_back, Mux(s2["last"], -1, -s2["need"]))
         s3["cells_if"] = stage("s3_cells_if", signed(cbits + 2),
-                               Mux(s2["start"], Mux(s2["last"], -1, -s2["need"]),
+                               Mux(s2["start"], first_cells,
                                    Mux(s2["last"], s2["cells_left"] - s2["new_cell"], 0)))
 
         # -- stage 3: the admission bound, relative to the released bytes ----------------------
@@ -356,7 +388,18 @@ class FlowQueues(wiring.Component):
         bound = Signal(acc_bits)
         m.d.comb += [bound.eq(s3["rel"] + Mux(h > hmax, hmax, h[:acc_bits])),
                      enq.addr.eq(Mux(enq_start, s3["flow"], self.c_flow))]
-        s4 = follow(s3, 4, drop=("headroom", "closed", "give", "cells_if"))
+        s4 = follow(s3, 4, drop=("headroom", "closed", "give", "cells_if", "need"))
+        # The cells a frame needs, and those of a reservation that has waited `patience`
+        # cycles (which the frame must leave free). A reservation granted at the end of this
+        # cycle is counted twice: the frame may then be dropped with its cells free.
+        res = self.reserve
+        waited = Signal(range(self.patience + 1))
+        urgent = res.valid & (waited == self.patience)
+        m.d.sync += waited.eq(Mux(res.valid & ~res.ready,
+                                  Mux(waited == self.patience, waited, waited + 1), 0))
+        s4["need"] = stage("s4_need", LEN_BITS, s3["need"] + Mux(urgent, res.payload, 0))
+        # A first or last beat decided on in stage 4 (its cells move): no reservation then.
+        s4["edge"] = stage("s4_edge", 1, s3["valid"] & (s3["start"] | s3["last"]))
         # A first beat of a flow not admitted to since reset (the decisions of the last three
         # cycles are forwarded by the admitted-bytes memory, older ones are in `seen`).
         seen_set, seen_flow = Signal(), Signal(range(n))  # the decision of the last cycle
@@ -371,7 +414,8 @@ class FlowQueues(wiring.Component):
                                Mux(s3["start"], Mux(s3["last"], stored, s3["len"]),
                                    Mux(s3["last"], -s3["give"], 0)))
         s4["bound"] = stage("s4_bound", acc_bits, bound)
-        s4["bad"] = stage("s4_bad", 1, s3["closed"] | h[-1])
+        # A reserved frame is only checked for a closed flow, not for its bytes in use.
+        s4["bad"] = stage("s4_bad", 1, s3["closed"] | (h[-1] & ~s3["reserved"]))
 
         # -- stage 4: admission at the first beat (early drop) ---------------------------------
         w_admit = Signal()
@@ -381,8 +425,8 @@ class FlowQueues(wiring.Component):
         for k in range(4):
             room = Signal(acc_bits, name=f"room_{k}")
             m.d.comb += [room.eq(s4["bound"] - adm.old_candidates[k]), over[k].eq(room[-1])]
-        ok_quota = ~s4["bad"] & ~(over & adm.old_from).any()
-        ok_buf = s4["need"] <= free_avail
+        ok_quota = ~s4["bad"] & (s4["reserved"] | ~(over & adm.old_from).any())
+        ok_buf = s4["reserved"] | (s4["need"] <= free_avail)
         admit = ok_quota & ok_buf
         admitted = Mux(s4["start"], admit, w_admit)
         act = s4["valid"] & admitted & (s4["start"] | s4["last"])
@@ -411,10 +455,18 @@ class FlowQueues(wiring.Component):
         with_beat = stage("s4_with_beat", signed(cbits + 3),
                           rel_cells_ahead + s3["cells_if"])
         free_if, free_else = Signal.like(free_avail), Signal.like(free_avail)
-        m.d.comb += [free_if.eq(free_avail + with_beat), free_else.eq(free_avail + rel_cells)]
-        m.d.sync += free_avail.eq(Mux(act, free_if, free_else))
+        free_res = Signal.like(free_avail)
+        m.d.comb += [free_if.eq(free_avail + with_beat), free_else.eq(free_avail + rel_cells),
+                     free_res.eq(free_else - res.payload)]
+        # A reserved frame's first beat moves cells even when it is dropped (they go back).
+        act_cells = act | (s4["valid"] & s4["start"] & s4["reserved"])
+        # A reservation is granted in a cycle in which no first or last beat moves cells
+        # (`act_cells` implies `s4_edge`), so the count takes one of three values.
+        m.d.comb += res.ready.eq(~s4["edge"] & (res.payload <= free_avail))
+        grant = res.valid & res.ready
+        m.d.sync += free_avail.eq(Mux(act_cells, free_if, Mux(grant, free_res, free_else)))
 
-        s5 = follow(s4, 5, drop=("bound", "bad", "need", "bytes_if"))
+        s5 = follow(s4, 5, drop=("bound", "bad", "need", "bytes_if", "edge", "reserved"))
         s5["admitted"] = stage("s5_admitted", 1, admitted)
         s5["ok_quota"] = stage("s5_ok_quota", 1, ok_quota)
         s5["ok_buf"] = stage("s5_ok_buf", 1, ok_buf)

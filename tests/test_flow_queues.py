@@ -71,13 +71,18 @@ def cfg_of(flow, quota, cls=0, weight=1):
     return {"flow": flow, "quota": quota, "cls": cls, "weight": weight}
 
 
-async def step(ctx, dut, model, item, ready, cfg=None, run=None):
-    """One cycle: drive, compare every output with the model, clock both."""
+async def step(ctx, dut, model, item, ready, cfg=None, run=None, reserve=None):
+    """One cycle: drive, compare every output with the model, clock both. ``item`` may carry
+    a fifth element, ``i_reserved``; ``reserve`` is None or the cells requested on
+    ``reserve`` (``model.granted`` then says whether they were taken)."""
     layout = packet_layout(dut.width_bytes)
     i, o = dut.i_stream, dut.o_stream
     ctx.set(i.valid, item is not None)
+    ctx.set(dut.reserve.valid, reserve is not None)
+    ctx.set(dut.reserve.payload, reserve or 0)
     if item is not None:
-        beat, flow, length, meta = item
+        beat, flow, length, meta = item[:4]
+        ctx.set(dut.i_reserved, len(item) > 4 and item[4])
         ctx.set(i.payload, beat)
         ctx.set(dut.i_flow, flow)
         ctx.set(dut.i_length, length)
@@ -101,11 +106,13 @@ async def step(ctx, dut, model, item, ready, cfg=None, run=None):
         assert (got.as_bits() if hasattr(got, "as_bits") else got) == meta, "o_meta"
     assert ctx.get(dut.free_cells) == model.free_cells, "free cells"
     assert ctx.get(dut.frames_queued) == model.core.frames_queued, "frames queued"
+    if reserve is not None:
+        assert ctx.get(dut.reserve.ready) == model.reserve_ready(reserve), "reserve ready"
     if run is not None and valid and ready:
         run.out_cycles.append(run.cycles)
         if beat["first"]:
             run.first_out.append(run.cycles)
-    left = model.clock(item, ready, cfg)
+    left = model.clock(item, ready, cfg, reserve)
     if run is not None:
         run.cycles += 1
         if left is not None:
@@ -286,6 +293,75 @@ def test_random_against_model(width, cells, cell_bytes, seed):
             assert verdicts.count(verdict) >= 3, verdict
         await check_drained(ctx, dut, model)
         await fill_to_the_brim(ctx, dut, model)
+
+    simulate(dut, bench)
+
+
+@pytest.mark.parametrize(("width", "cells", "cell_bytes", "patience", "seed"),
+                         [(4, 16, 8, 12, 1), (1, 16, 4, 300, 2), (8, 5, 16, 3, 3),
+                          (4, 16, 8, 0, 4)])
+def test_reserved_frames_are_never_dropped(width, cells, cell_bytes, patience, seed):
+    """A source that reserves its frames' cells first (the host's TX in the core) pushes far
+    more than the buffer holds into flows 0 and 1, whose quotas are far below their traffic,
+    while unreserved frames (forwarded ones) into flows 2 and 3 compete for the same cells and
+    the output is slow. Every reserved frame of an open flow is admitted and leaves intact and
+    in order; those of flow 1 while it is closed are dropped and their cells come back;
+    unreserved frames are dropped when their cells are promised. Up to two reservations are
+    granted ahead of their frames, as the core's slices and switch hold frames in flight. With
+    a patience of 0 the unreserved frames get no cells while a reservation waits."""
+    rng = random.Random(seed)
+    flows, capacity = 4, cells * cell_bytes
+    dut = FlowQueues(width, flows, cells, cell_bytes, 2, meta=8, quantum=16, patience=patience)
+    core = FlowQueuesModel(flows, cells, cell_bytes, 2, 16)
+    model = FlowQueuesCycleModel(core, width, patience)
+    host = [(rng.randrange(2), rng.randbytes(rng.randint(1, capacity)), k) for k in range(70)]
+    forwarded = [(2 + rng.randrange(2), rng.randbytes(rng.randint(1, capacity // 2)), 100 + k)
+                 for k in range(90)]
+    host_cells = [-(-len(payload) // cell_bytes) for _, payload, _ in host]
+
+    async def bench(ctx):
+        for flow in range(flows):
+            await configure(ctx, dut, model, flow, quota=cell_bytes if flow < 2 else capacity,
+                            cls=flow % 2)
+        run, granted, requested, sent, beats = Run(), [], 0, [], []
+        pending = list(forwarded)
+        while requested < len(host) or granted or pending or beats:
+            cfg = None
+            if not beats and len(sent) in (len(host) // 3, len(host) // 2):
+                # Flow 1 closed for a while: its frames are dropped, their cells come back.
+                cfg = cfg_of(1, 0 if len(sent) == len(host) // 3 else cell_bytes, 1)
+            want = host_cells[requested] if requested < len(host) and len(granted) < 2 else None
+            if not beats and rng.random() < 0.7:  # between frames: pick the next one
+                if granted and (not pending or rng.random() < 0.5):
+                    flow, payload, meta = frame = host[granted.pop(0)]
+                    sent.append(frame)
+                    beats = [(b, flow, len(payload), meta, True)
+                             for b in make_beats(width, payload)]
+                elif pending and rng.random() < 0.6:
+                    flow, payload, meta = pending.pop(0)
+                    beats = [(b, flow, len(payload), meta) for b in make_beats(width, payload)]
+            item = beats.pop(0) if beats and rng.random() < 0.9 else None
+            await step(ctx, dut, model, item, rng.random() < 0.35, cfg=cfg, run=run,
+                       reserve=want)
+            if model.granted:
+                granted.append(requested)
+                requested += 1
+        await run_traffic(ctx, dut, model, [], run=run)
+        host_verdicts = [v for v, flow, _ in model.admitted if flow < 2]
+        kept = [frame for frame, v in zip(sent, host_verdicts, strict=True)
+                if v is Verdict.ENQUEUED]
+        dropped = [frame for frame, v in zip(sent, host_verdicts, strict=True)
+                   if v is not Verdict.ENQUEUED]
+        assert all(v in (Verdict.ENQUEUED, Verdict.DROP_QUOTA) for v in host_verdicts)
+        assert dropped and all(flow == 1 for flow, _, _ in dropped)  # only while closed
+        assert len(kept) * capacity > 8 * capacity and len(kept) > 40
+        out = by_flow(run.frames)
+        for flow in range(2):
+            assert out.get(flow, []) == [f for f in kept if f[0] == flow]
+        fwd = [v for v, flow, _ in model.admitted if flow >= 2]
+        assert Verdict.DROP_NOBUF in fwd
+        assert (Verdict.ENQUEUED in fwd) == (patience > 0)
+        await check_drained(ctx, dut, model)
 
     simulate(dut, bench)
 

@@ -18,6 +18,9 @@ an *active list* of backlogged flows per class:
 * a front flow whose head frame does not fit at all (a frame longer than the quantum) goes to
   the tail with one more quantum and nothing is sent (a *wasted* step).
 
+A source that must not lose frames reserves a frame's cells first (`reserve`) and then offers
+it as *reserved*: it is admitted whatever its flow's bytes in use, unless its flow is closed.
+
 `FlowQueuesCycleModel` adds the gateware's pipeline timing, so that a test can compare the
 gateware's outputs with the model in every clock cycle, including under arbitrary input timing
 and output backpressure. Its docstring lists the latencies; docs/queues.md explains them.
@@ -97,22 +100,38 @@ class FlowQueuesModel:
     def quantum_of(self, flow):
         return self.quantum * max(1, self.weight[flow])  # weight 0 counts as 1: never stuck
 
-    def admit(self, flow, length, meta=0, quota=None):
+    def reserve(self, cells):
+        """Take ``cells`` free cells for a reserved frame to come. Returns False (and takes
+        nothing) if fewer are free."""
+        if cells > self.free_cells:
+            return False
+        self.free_cells -= cells
+        return True
+
+    def admit(self, flow, length, meta=0, quota=None, reserved=False, leave=0):
         """Early drop at the first beat, against ``quota`` (default: the flow's quota now).
         Returns (verdict, Frame or None); an admitted frame reserves ``length`` bytes of its
-        flow's quota and the cells it needs."""
+        flow's quota and the cells it needs, and leaves ``leave`` more cells free (those of a
+        reservation waiting). A ``reserved`` frame's cells were taken by `reserve`: it is
+        admitted unless its flow is closed or its length is 0 (then its cells go back)."""
         c = self.counters[flow]
         quota = self.quota[flow] if quota is None else quota
-        if length == 0 or self.bytes_in_use[flow] + length > quota:
-            c.drop_quota = (c.drop_quota + 1) & MASK32
-            return Verdict.DROP_QUOTA, None
-        if self.cells_for(length) > self.free_cells:
-            c.drop_nobuf = (c.drop_nobuf + 1) & MASK32
-            return Verdict.DROP_NOBUF, None
+        if reserved:
+            if length == 0 or quota == 0:
+                c.drop_quota = (c.drop_quota + 1) & MASK32
+                self.free_cells += self.cells_for(length)
+                return Verdict.DROP_QUOTA, None
+        else:
+            if length == 0 or self.bytes_in_use[flow] + length > quota:
+                c.drop_quota = (c.drop_quota + 1) & MASK32
+                return Verdict.DROP_QUOTA, None
+            if self.cells_for(length) + leave > self.free_cells:
+                c.drop_nobuf = (c.drop_nobuf + 1) & MASK32
+                return Verdict.DROP_NOBUF, None
+            self.free_cells -= self.cells_for(length)
         c.enq_frames = (c.enq_frames + 1) & MASK32
         c.enq_bytes = (c.enq_bytes + length) & MASK32
         self.bytes_in_use[flow] += length
-        self.free_cells -= self.cells_for(length)
         self._seq += 1
         return Verdict.ENQUEUED, Frame(flow, length, meta, self._seq)
 
@@ -217,8 +236,12 @@ class FlowQueuesCycleModel:
 
     * a beat accepted at edge *e* is decided on in cycle *e+4*: a first beat is admitted or
       dropped with the quota of edge *e* (configuration written at *e* or later does not count),
-      and the bytes in use and free cells as they are after edge *e+3*; ``free_cells`` shows
-      the decision from cycle *e+5*;
+      and the bytes in use and free cells as they are after edge *e+3*, leaving free the cells
+      of a reservation requested in cycle *e+3* that had by then waited ``patience`` cycles;
+      ``free_cells`` shows the decision from cycle *e+5*;
+    * a reservation requested in cycle *t* is granted at edge *t* if no first or last beat is
+      decided on in cycle *t* and the cells are free in cycle *t* (`reserve_ready`);
+      ``free_cells`` shows it from cycle *t+1*;
     * a frame whose last beat is accepted at edge *c* is queued at edge *c+5*. If its flow's
       queue was empty (or its last frame was dequeued at that same edge) the flow is
       *activated* with the class and weight it has in cycle *c+5*: the activation FIFO can hand
@@ -245,8 +268,10 @@ class FlowQueuesCycleModel:
     CELL_FREE = 2  # a cell read out at edge e is free again at edge e + CELL_FREE
     ACT_READY = 4  # an activation pushed at edge c can be taken from cycle c + ACT_READY
 
-    def __init__(self, core: FlowQueuesModel, width_bytes: int):
+    def __init__(self, core: FlowQueuesModel, width_bytes: int, patience: int = 0):
         self.core = core
+        self.patience = patience
+        self.waited = 0  # cycles the reservation requested now has waited
         self.width = width_bytes
         self.cycle = 0
         self.pipe = deque([None] * self.DECIDE)  # beats accepted at the last DECIDE edges
@@ -263,6 +288,8 @@ class FlowQueuesCycleModel:
         self.reading = None  # frame being loaded into the output register
         self.next_beat = 0
         self.admitted = []  # (verdict, flow, length) in input order, for tests
+        self.requested = 0  # cells of the reservation requested in the last cycle (0: none)
+        self.granted = False  # a reservation was granted at the last edge
 
     @property
     def free_cells(self):
@@ -275,6 +302,12 @@ class FlowQueuesCycleModel:
             return False, None, None, None
         beat, frame = self.out
         return True, beat, frame.flow, frame.meta
+
+    def reserve_ready(self, cells):
+        """``reserve.ready`` during the current cycle for a request of ``cells``."""
+        decided = self.pipe[0]
+        edge = decided is not None and (self.writing is None or decided[0]["last"])
+        return not edge and cells <= self.core.free_cells
 
     def _beat(self, frame, k):
         w = self.width
@@ -325,21 +358,32 @@ class FlowQueuesCycleModel:
             self.sched = None
         return None
 
-    def clock(self, item=None, ready=False, cfg=None):
-        """One rising edge. ``item`` is None or (beat dict, flow, length, meta) of a beat the
-        input offers this cycle (always accepted); ``ready`` is the output's ready; ``cfg`` is
-        None or a dict(flow=, quota=, cls=, weight=) written this cycle. Returns the frame whose
-        last beat left at this edge, if any."""
+    def clock(self, item=None, ready=False, cfg=None, reserve=None):
+        """One rising edge. ``item`` is None or (beat dict, flow, length, meta[, reserved]) of
+        a beat the input offers this cycle (always accepted); ``ready`` is the output's ready;
+        ``cfg`` is None or a dict(flow=, quota=, cls=, weight=) written this cycle; ``reserve``
+        is None or the cells requested on ``reserve`` this cycle (`granted` says whether they
+        were taken at this edge). Returns the frame whose last beat left at this edge, if
+        any."""
         core, w = self.core, self.width
+        self.granted = reserve is not None and self.reserve_ready(reserve)
+        if self.granted:
+            assert core.reserve(reserve)
+        urgent = reserve is not None and self.waited == self.patience
+        leave, self.requested = self.requested, (reserve if urgent else 0)
+        if reserve is not None and not self.granted:
+            self.waited = min(self.waited + 1, self.patience)
+        else:
+            self.waited = 0
         selected = self._scheduler()
         # Writer: the beat accepted DECIDE edges ago is decided on; the frame whose last beat
         # was decided on at the previous edge is queued.
         joining, self.joining = self.joining, None
         decided = self.pipe.popleft()
         if decided is not None:
-            beat, flow, length, meta, quota = decided
+            beat, flow, length, meta, reserved, quota = decided
             if self.writing is None:
-                verdict, frame = core.admit(flow, length, meta, quota)
+                verdict, frame = core.admit(flow, length, meta, quota, reserved, leave)
                 self.admitted.append((verdict, flow, length))
                 self.writing = frame if frame is not None else _Dropped()
                 self.w_left = -(-length // w)
@@ -390,7 +434,9 @@ class FlowQueuesCycleModel:
             self.slot = selected
         # The quota a first beat is checked against is read at the edge it is accepted,
         # before this edge's configuration write.
-        self.pipe.append(None if item is None else (*item, core.quota[item[1]]))
+        if item is not None:
+            item = (*item[:4], bool(item[4]) if len(item) > 4 else False, core.quota[item[1]])
+        self.pipe.append(item)
         if cfg is not None:
             core.configure(cfg["flow"], quota=cfg.get("quota"), cls=cfg.get("cls"),
                            weight=cfg.get("weight"))
