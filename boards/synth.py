@@ -10,7 +10,9 @@ any Amaranth build. No bitstream is made: the harness's pins belong to no board.
 
 nextpnr runs with ``--timing-allow-fail``: a design that misses its target still places, and the
 result says so (``timing_met``) with the Fmax it did reach. Nothing is hidden: a missed target
-is a measurement, not an error.
+is a measurement, not an error. ``router`` picks nextpnr's router: ``router1`` (its default) or
+``router2``, which finishes on nearly full chips where ``router1`` keeps ripping up (the device
+core on the 45F).
 
 The harness
 -----------
@@ -42,7 +44,8 @@ versions) is not run again: the stored result comes back with ``cached=True``, u
 Command line::
 
     python -m partner.boards.synth partner.hdl.packet_fifo:PacketFIFO \\
-        --arg width_bytes=1 --arg depth=256 [--name N] [--clock sync=125e6] [--seed 1]
+        --arg width_bytes=1 --arg depth=256 [--name N] [--clock sync=125e6] [--seed 1] \\
+        [--router router2]
 
 prints the result as JSON.
 """
@@ -83,6 +86,10 @@ _MARK = ".partner-synth"  # only a directory holding this is ever deleted for a 
 DEVICE = "LFE5UM5G-45F"
 PACKAGE = "BG381"
 SPEED = 8
+#: nextpnr-ecp5's routers: router1 (its default, A* with rip-up; every block measured so far)
+#: and router2 (negotiated congestion: converges on nearly full chips where router1 does not).
+ROUTERS = ("router1", "router2")
+ROUTER = "router1"
 
 # caBGA381 sites (they are the same on every ECP5 in this package): G2 is a primary clock
 # input (ULX3S's 25 MHz clock), B11/A10 the clock-capable GPIO pairs; the rest are plain I/O.
@@ -157,6 +164,7 @@ class SynthResult:
     digest: str
     cached: bool = False
     tools: dict[str, str] = field(default_factory=dict)
+    router: str = ROUTER
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -319,6 +327,7 @@ _COMMANDS = [
         --report {{name}}.report.json
         --timing-allow-fail
         --seed {{platform.seed}}
+        --router {{platform.router}}
     """,
 ]
 
@@ -333,7 +342,8 @@ class SynthPlatform(LatticePlatform):
     resources = []
     connectors = []
 
-    def __init__(self, clocks, *, device=DEVICE, package=PACKAGE, speed=SPEED, seed=1):
+    def __init__(self, clocks, *, device=DEVICE, package=PACKAGE, speed=SPEED, seed=1,
+                 router=ROUTER):
         if device not in self._nextpnr_device_options:
             raise ValueError(f"device {device!r} is not an ECP5 nextpnr knows: "
                              f"{sorted(self._nextpnr_device_options)}")
@@ -344,6 +354,9 @@ class SynthPlatform(LatticePlatform):
             raise ValueError(f"at most {len(_CLOCK_PINS)} clock domains")
         self.device, self.package, self.speed = device, package, str(speed)
         self.seed = int(seed)
+        if router not in ROUTERS:
+            raise ValueError(f"router must be one of {ROUTERS}, not {router!r}")
+        self.router = router
         self.keep_module = None  # set by synthesize() once the design's name is known
         super().__init__(toolchain="Trellis")
         io = Attrs(IO_TYPE="LVCMOS33")
@@ -432,7 +445,8 @@ def _critical_paths(report: dict, domains: dict[str, str | None]) -> dict[str, d
 # -- the flow ------------------------------------------------------------------------------------
 
 def synthesize(component, *, name, clocks=None, device=DEVICE, package=PACKAGE, speed=SPEED,
-               build_dir=None, seed=1, port_domains=None, force=False) -> SynthResult:
+               build_dir=None, seed=1, router=ROUTER, port_domains=None,
+               force=False) -> SynthResult:
     """Synthesize and place ``component`` (a :class:`wiring.Component`) inside the I/O harness.
 
     ``clocks`` maps each clock domain the component uses to its target frequency in Hz
@@ -444,7 +458,8 @@ def synthesize(component, *, name, clocks=None, device=DEVICE, package=PACKAGE, 
     clocks = dict(clocks or {"sync": 125e6})
     build_dir = Path(build_dir) if build_dir is not None else build_root() / name
     tools = find_tools()
-    platform = SynthPlatform(clocks, device=device, package=package, speed=speed, seed=seed)
+    platform = SynthPlatform(clocks, device=device, package=package, speed=speed, seed=seed,
+                             router=router)
     platform.keep_module = f"{name}.dut"
     harness = Harness(component, clocks, port_domains=port_domains)
     # emit_src=False: the RTLIL, and so the hash, depends on the design and not on source lines.
@@ -514,7 +529,7 @@ def _result(*, name, build_dir, clocks, platform, seconds, digest, tools,
     used = {bel: v["used"] for bel, v in util.items()}
     return SynthResult(
         name=name, device=platform.device, package=platform.package, speed=int(platform.speed),
-        seed=platform.seed, target_mhz=target, fmax_mhz=fmax,
+        seed=platform.seed, router=platform.router, target_mhz=target, fmax_mhz=fmax,
         timing_met={d: fmax[d] >= target[d] for d in clocks},
         **own, io=used.get("TRELLIS_IO", 0), comb=used.get("TRELLIS_COMB", 0),
         harness=harness, port_bits=port_bits, utilization=util,
@@ -570,6 +585,7 @@ def main(argv=None) -> int:
     parser.add_argument("--package", default=PACKAGE)
     parser.add_argument("--speed", type=int, default=SPEED)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--router", choices=ROUTERS, default=ROUTER)
     parser.add_argument("--build-dir", type=Path)
     parser.add_argument("--force", action="store_true", help="rebuild even if already placed")
     args = parser.parse_args(argv)
@@ -582,7 +598,7 @@ def main(argv=None) -> int:
     try:
         result = synthesize(
             component, name=name, clocks=clocks, device=args.device, package=args.package,
-            speed=args.speed, build_dir=args.build_dir, seed=args.seed,
+            speed=args.speed, build_dir=args.build_dir, seed=args.seed, router=args.router,
             port_domains=dict(args.port_domain), force=args.force)
     except SynthError as e:
         print(e, file=sys.stderr)

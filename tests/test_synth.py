@@ -74,7 +74,18 @@ def test_harness_ports_and_pins():
     assert 'FREQUENCY PORT "clk_sync_0__io" 125000000.0 HZ;' in lpf
     script = plan.files["build_t.sh"]
     assert "--timing-allow-fail" in script and "--report t.report.json" in script
+    assert "--router router1" in script  # nextpnr's own default, unless asked otherwise
     assert "setattr -mod -set keep_hierarchy 1 t.dut" in plan.files["t.ys"]
+
+
+def test_router_is_chosen_by_name():
+    platform = synth.SynthPlatform({"sync": 125e6}, router="router2")
+    platform.keep_module = "t.dut"
+    plan = platform.prepare(synth.Harness(PacketFIFO(WIDTH, DEPTH), ["sync"]), "t",
+                            emit_src=False)
+    assert "--router router2" in plan.files["build_t.sh"]
+    with pytest.raises(ValueError, match="router must be one of"):
+        synth.SynthPlatform({"sync": 125e6}, router="router3")
 
 
 def test_port_domains_must_name_a_clock():
@@ -89,7 +100,7 @@ def test_packet_fifo_synthesizes(fifo, fifo_result):
     r = fifo_result
     assert not r.cached
     assert r.fmax_mhz["sync"] > 0
-    assert r.target_mhz == {"sync": 125.0}
+    assert r.target_mhz == {"sync": 125.0} and r.router == "router1"
     # Measured 220-239 MHz over nextpnr seeds 1-5: the FIFO must keep up with RGMII's 125 MHz.
     assert r.timing_met == {"sync": True}
     assert r.luts > 0 and r.lut4 > 0 and r.ffs > 0
