@@ -14,8 +14,8 @@ from partner.sim.beats import packet_beats
 GAP = 12  # idle cycles between frames (the wire's inter-frame gap, in beats at width 1)
 
 
-def udp(dst_port: int, size: int = 64) -> bytes:
-    head = Ether() / IP(dst="10.0.0.1") / UDP(dport=dst_port)
+def udp(dst_port: int, size: int = 64, ip_length: int | None = None) -> bytes:
+    head = Ether() / IP(dst="10.0.0.1", len=ip_length) / UDP(dport=dst_port)
     return bytes(head / bytes(max(0, size - len(head))))
 
 
@@ -23,7 +23,7 @@ def run_port(width, frames, *, ready_from, mac_drops=()):
     """Feed `frames` (with `GAP` idle cycles between them) into an RxPort whose lookup consumer
     is ready from cycle `ready_from` on, one request every third cycle. Frames whose index is in
     `mac_drops` end with the MAC's drop flag (a bad FCS). Returns the frames and the requests
-    that came out, in order, and the port's `lookup_backlog_drops`."""
+    that came out, in order, and the port's counters."""
     dut = RxPort(width, port=3, fifo_depth=4096 // width)
     schedule = []
     for index, frame in enumerate(frames):
@@ -55,23 +55,27 @@ def run_port(width, frames, *, ready_from, mac_drops=()):
                     current.clear()
             await ctx.tick()
         result["backlog_drops"] = ctx.get(dut.lookup_backlog_drops)
+        result["malformed"] = ctx.get(dut.malformed)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
-    return out_frames, requests, result["backlog_drops"]
+    return out_frames, requests, result
 
 
 @pytest.mark.parametrize("width", [1, 8])
 def test_requests_pair_with_committed_frames(width):
-    frames = [udp(1000 + n, 64 + 13 * n) for n in range(8)]
-    out, requests, backlog = run_port(width, frames, ready_from=0, mac_drops={2, 5})
+    # Frames 1 and 6 claim more IPv4 bytes than they have: malformed, still looked up.
+    frames = [udp(1000 + n, 64 + 13 * n, 900 if n in (1, 6) else None) for n in range(8)]
+    out, requests, counters = run_port(width, frames, ready_from=0, mac_drops={2, 5})
     kept = [f for n, f in enumerate(frames) if n not in (2, 5)]
     assert out == kept
+    # A malformed frame's key keeps no L4 fields (and carries the MALFORMED flag).
     assert [(key["dst_port"], key["in_port"], length) for key, length in requests] == \
-        [(1000 + n, 3, len(f)) for n, f in enumerate(frames) if n not in (2, 5)]
-    assert backlog == 0
+        [(0 if n in (1, 6) else 1000 + n, 3, len(f))
+         for n, f in enumerate(frames) if n not in (2, 5)]
+    assert counters == {"backlog_drops": 0, "malformed": 2}
 
 
 @pytest.mark.parametrize("width", [1, 8])
@@ -81,8 +85,8 @@ def test_frame_behind_a_waiting_request_is_dropped_and_counted(width):
     request still names its own frame."""
     frames = [udp(2000 + n, 64) for n in range(5)]
     fourth_end = sum(-(-len(f) // width) + GAP for f in frames[:3]) + GAP // 2
-    out, requests, backlog = run_port(width, frames, ready_from=fourth_end)
-    assert backlog == 2
+    out, requests, counters = run_port(width, frames, ready_from=fourth_end)
+    assert counters["backlog_drops"] == 2
     assert out == [frames[0], frames[3], frames[4]]
     assert [key["dst_port"] for key, _ in requests] == [2000, 2003, 2004]
     assert all(length == 64 for _, length in requests)
