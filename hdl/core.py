@@ -5,7 +5,7 @@
 ```
  PHY rx ─ MAC RX ─ RxPort (FIFO + parser) ─┐                 ┌─ FlowQueues RX q ─ host rx[q]
                                            Classifier ─ Dispatcher ─┐   (q = queues: slow path)
- host tx ──────────────────────────────────────────────── FrameSwitch ┤
+ host tx ─ HostTxGate (cells reserved) ─────────────────── FrameSwitch ┤
                                                                    └─ FlowQueues TX p ─ MAC TX ─ PHY
 ```
 
@@ -14,11 +14,18 @@ being the slow path for the firmware) whose payload is a beat plus the frame's `
 the demux key of the rule that matched: demux propagation), one transmit stream (`tx`) whose first
 beat names the port, the TX flow and the frame length, the CSR bus, and an event stream.
 
+The host's frames are never dropped for lack of buffer: `HostTxGate` holds each one back
+(`tx.ready` low) until its port's TX flow-queue block has reserved its cells, and the block then
+admits it whatever its flow's bytes in use (a closed flow still drops it). Frames forwarded from
+port to port into the same block are admitted or dropped at their first beat, as the wire cannot
+wait. Only frames with a port or flow out of range, or longer than a block holds, are dropped
+(`tx_host_dropped`).
+
 The core runs in one clock domain, `sync` (125 MHz at width 1 for 1G ports, 156.25 MHz at width
 8 for 10G ports); board wrappers cross the PHYs' own receive clocks into it.
 
 Register slices (`StreamSlice`, one beat per cycle, every output from a flip-flop) sit on the
-frame path between blocks: receive FIFO → dispatcher, dispatcher → switch, host tx → switch,
+frame path between blocks: receive FIFO → dispatcher, dispatcher → switch, host gate → switch,
 switch → each flow-queue block, TX flow queues → MAC. Without them a frame's handshake ran from
 the receive FIFO's block RAM through the dispatcher's action decode and the switch's round robin
 into the flow-queue block's quota lookup, and the ready back into the block RAM's enable, in one
@@ -39,6 +46,7 @@ from partner.hdl.dispatcher import Dispatcher, switch_layout
 from partner.hdl.events import EventMerger
 from partner.hdl.flow_queues import FlowQueues
 from partner.hdl.flow_table import FlowTable
+from partner.hdl.host_tx import HostTxGate
 from partner.hdl.mac import GMIIRX, GMIITX, XGMIIRX, XGMIITX
 from partner.hdl.mac.gmii import GMIIRxBus, GMIITxBus
 from partner.hdl.mac.xgmii import XGMIIRxBus, XGMIITxBus
@@ -90,6 +98,9 @@ class DeviceCore(wiring.Component):
         self.queues, self.tx_flows = queues, tx_flows
         self.rx_fifo_depth = rx_fifo_bytes // width_bytes
         self.cells, self.cell_bytes, self.quantum = cells, cell_bytes, quantum
+        # A host frame waiting for cells of a TX block lets forwarded frames take cells freed
+        # meanwhile for the wire time of 2 KiB; then they must leave its cells free.
+        self.patience = 2048 // width_bytes
         # One lookup per minimum frame (84 byte times on the wire) from every port.
         budget = max(1, (84 // width_bytes) // ports - FlowTable.PIPELINE // 4)
         self.ways = ways or FlowTable.ways_for(rules, budget)
@@ -141,16 +152,20 @@ class DeviceCore(wiring.Component):
             rx_ports.append(port)
             dispatchers.append(dispatcher)
 
-        # The host's transmit stream is the switch's last source.
-        host_tx_dropped = Signal(32)
-        self._host_tx(m, self._slice(m, "host_tx", switch.i[P]), host_tx_dropped)
+        # The host's transmit stream is the switch's last source, through a gate that holds
+        # each frame back until its port's TX block has reserved its cells.
+        m.submodules.host_tx = gate = HostTxGate(
+            host_tx_layout(w), switch_lay, ports=P, tx_flows=self.tx_flows, dest_base=Q + 1,
+            cells=self.cells, cell_bytes=self.cell_bytes)
+        wiring.connect(m, wiring.flipped(self.tx), gate.i)
+        wiring.connect(m, gate.o, self._slice(m, "host_tx", switch.i[P]))
 
         rx_queues, tx_queues = [], []
         for d in range(self.dests):
             tx = d > Q
             flows = self.tx_flows + P if tx else self.rules + 1
             block = FlowQueues(w, flows, self.cells, self.cell_bytes, classes=8,
-                               quantum=self.quantum)
+                               quantum=self.quantum, patience=self.patience)
             name = f"tx_queues_{d - Q - 1}" if tx else f"rx_queues_{d}"
             m.submodules[name] = block
             source = m.submodules[f"{name}_slice"] = StreamSlice(switch_lay)
@@ -164,6 +179,9 @@ class DeviceCore(wiring.Component):
                 block.i_meta.eq(source.payload.meta),
                 source.ready.eq(block.i_stream.ready),
             ]
+            if tx:  # the host's flows come through the gate, which reserved their cells
+                m.d.comb += block.i_reserved.eq(source.payload.flow < self.tx_flows)
+                wiring.connect(m, gate.reserve[d - Q - 1], block.reserve)
             (tx_queues if tx else rx_queues).append(block)
 
         for q, block in enumerate(rx_queues):
@@ -182,7 +200,7 @@ class DeviceCore(wiring.Component):
         wiring.connect(m, wiring.flipped(self.csr), registers.bus)
         registers.attach(m, classifier=classifier, rx_macs=rx_macs, tx_macs=tx_macs,
                          rx_ports=rx_ports, dispatchers=dispatchers, rx_queues=rx_queues,
-                         tx_queues=tx_queues, host_tx_dropped=host_tx_dropped)
+                         tx_queues=tx_queues, host_tx_dropped=gate.dropped)
 
         self._events(m, rx_macs, rx_ports, rx_queues, tx_queues)
         return m
@@ -193,30 +211,6 @@ class DeviceCore(wiring.Component):
         cut = m.submodules[f"{name}_slice"] = StreamSlice(sink.payload.shape())
         wiring.connect(m, cut.o, sink)
         return cut.i
-
-    def _host_tx(self, m, source, dropped):
-        """The host's frames into the switch; a port or flow out of range is dropped here."""
-        tx, P, Q = self.tx, self.ports, self.queues
-        bad = (tx.payload.port >= P) | (tx.payload.flow >= self.tx_flows)
-        m.d.comb += [
-            source.valid.eq(tx.valid & ~bad),
-            source.payload.beat.eq(tx.payload.beat),
-            source.payload.dest.eq(Q + 1 + tx.payload.port),
-            source.payload.flow.eq(tx.payload.flow),
-            source.payload.length.eq(tx.payload.length),
-            tx.ready.eq(bad | source.ready),
-        ]
-        # A frame's sideband is read with its first beat; hold the verdict over the frame.
-        dropping = Signal()
-        with m.If(tx.valid & tx.ready):
-            with m.If(tx.payload.beat.first):
-                m.d.sync += dropping.eq(bad & ~tx.payload.beat.last)
-                with m.If(bad):
-                    m.d.sync += dropped.eq(dropped + 1)
-            with m.Elif(tx.payload.beat.last):
-                m.d.sync += dropping.eq(0)
-        with m.If(dropping):
-            m.d.comb += [source.valid.eq(0), tx.ready.eq(1)]
 
     def _events(self, m, rx_macs, rx_ports, rx_queues, tx_queues):
         """Per-unit event sources: a counter that moved since the last cycle raises its event."""

@@ -24,4 +24,5 @@ def test_core_system(width):
     names = {name.rsplit(".", 1)[1] for name in result.passed}
     assert names == {"demux_delivers_forwards_and_drops", "bad_frames_are_counted_not_delivered",
                      "host_transmit_and_refused_settings", "fuzz_every_frame_is_accounted_for",
-                     "quota_drops_are_counted_and_raise_an_event"}
+                     "quota_drops_are_counted_and_raise_an_event",
+                     "host_transmit_waits_instead_of_dropping"}
