@@ -655,11 +655,12 @@ class DmaDeviceModel(PcieBus):
         return True
 
     def _core_tx(self, port: int, flow: int, data: bytes, key: int) -> None:
-        """The core's host TX path: the flow's quota decides (a closed flow drops)."""
+        """The core's host TX path: a frame waits for room in its port's TX queue block, never
+        for its flow's quota (`partner.hdl.host_tx`), so only a closed flow (quota 0) drops it,
+        counted as that flow's quota drop."""
         core = self.core
-        if core.quota.get((True, port, flow), 0) < len(data):
+        if core.quota.get((True, port, flow), 0) == 0:
             core.count(CounterBlock.TX_QUEUE, port, flow, "drop_quota")
-            core.count(CounterBlock.PORT, port, 0, "tx_host_dropped")
             self.dropped.append(("tx_quota", len(data)))
             self._post(DmaEvent.TX_DROP, unit=port)
             return
