@@ -3,10 +3,10 @@
 RX: both ports receive back-to-back frames at line rate (cocotbext-eth sources, preamble and
 minimum gap on the wire), spread over four flows per port, each port's flows delivered to its own
 host queue whose consumer is always ready. TX: the host pushes frames for four TX flows of port 0
-as fast as the device takes them. Rates are measured between the first and the last frame, in
-cycles of the core clock, against the wire's ceiling of `size + 20` byte times per frame (preamble,
-SFD and gap included; `size` counts the FCS). The results go to the JSON file named in
-PARTNER_BENCH_OUT.
+as fast as the device takes them (no window: the core holds them back while it has no room).
+Rates are measured between the first and the last frame, in cycles of the core clock, against
+the wire's ceiling of `size + 20` byte times per frame (preamble, SFD and gap included; `size`
+counts the FCS). The results go to the JSON file named in PARTNER_BENCH_OUT.
 """
 
 import inspect
@@ -28,7 +28,6 @@ SIZES = [int(s) for s in os.environ["PARTNER_BENCH_SIZES"].split(",")]
 BYTES_PER_SIZE = int(os.environ.get("PARTNER_BENCH_BYTES", "40000"))
 PORTS, QUEUES, FLOWS_PER_PORT = 2, 2, 4
 _CORE = inspect.signature(DeviceCore).parameters
-CELLS, CELL_BYTES = _CORE["cells"].default, _CORE["cell_bytes"].default  # per queue block
 RULES, TX_FLOWS = 16, _CORE["tx_flows"].default
 QUEUE_DROPS = ("drop_quota", "drop_nobuf")  # per-flow counters of the flow-queue blocks
 
@@ -133,13 +132,9 @@ async def _rx(harness, control, size, count):
 async def _tx(harness, control, size, count):
     sink = harness.sinks[0]
     queues_before = await _queue_drops(harness, control, tx=True)
-    # The host keeps the port's TX queue block fed but never beyond what it holds (a driver's
-    # TX window): frames it cannot hold are dropped and counted, as a host that overruns it
-    # would see. That is a limit only for jumbo frames (two fit in 288 cells of 64 bytes).
-    window = max(1, CELLS * CELL_BYTES // (-(-size // CELL_BYTES) * CELL_BYTES))
+    # The host just pushes: the core holds its frames back (tx.ready low) while the port's TX
+    # queue block has no cells for them, and never drops one for lack of buffer.
     for seq in range(count):
-        while seq - sink.count() >= window:
-            await harness.idle(16)
         await harness.host_send(udp_frame(size, 0, seq % FLOWS_PER_PORT, seq), port=0,
                                 flow=seq % FLOWS_PER_PORT)
     for _ in range(count * int(line_cycles(size)) // 100 + 200):
@@ -150,6 +145,6 @@ async def _tx(harness, control, size, count):
     period = get_sim_steps(CLOCK_NS[WIDTH], "ns")
     span = (frames[-1].sim_time_start - frames[0].sim_time_start) / period if frames else 0
     drops = _moved(queues_before, await _queue_drops(harness, control, tx=True))
-    return {"frames": count, "sent": len(frames), "host_window": window, "drops": drops,
+    return {"frames": count, "sent": len(frames), "drops": drops,
             "rate_vs_line": (len(frames) - 1) * line_cycles(size) / span if span else 0.0,
             "fcs_ok": all(f.check_fcs() for f in frames)}
