@@ -119,10 +119,11 @@ class FlowQueues(wiring.Component):
         this cycle until ``c_valid``). A newer request cancels an older one.
     c_valid : ``Out(1)``
         A strobe: the counters of the last request are on ``c_enq_*``, ``c_drop_*`` and
-        ``c_deq_frames`` in this cycle (at the earliest two cycles after ``c_req``; later while
-        the counters' memories are busy updating).
+        ``c_deq_frames`` in this cycle (at the earliest three cycles after ``c_req``; later
+        while the counters' memories are busy updating).
     c_enq_frames, c_enq_bytes, c_drop_quota, c_drop_nobuf, c_deq_frames : ``Out(32)``
-        Counters of flow ``c_flow`` (wrapping), while ``c_valid``.
+        Counters of flow ``c_flow`` (wrapping) from registers, from ``c_valid`` until the next
+        snapshot.
     c_bytes_in_use : bytes of flow ``c_flow`` held in the buffer, two cycles later.
     o_dropped : ``Out(1)``; a one-cycle strobe per frame dropped (quota or buffer).
     free_cells : cells not reserved by any frame.
@@ -663,19 +664,24 @@ class FlowQueues(wiring.Component):
         # flight forwarded: one instant for all five). A request waits while the port is busy
         # (at most a cycle or two per frame; the host polls for completion), and a newer
         # request cancels one in flight.
-        c_pending, c_read1, c_read2 = Signal(), Signal(), Signal()
+        #
+        # The snapshot leaves through registers, a cycle later: `old` comes out of the memories'
+        # forwarding multiplexers, and the core's register block, which takes the snapshot,
+        # is far away on the chip (this was the device core's longest path).
+        c_pending, c_read1, c_read2, c_taken = Signal(), Signal(), Signal(), Signal()
         c_want = self.c_req | c_pending
         c_read = c_want & ~enq_start & ~deq_start
         m.d.sync += [c_pending.eq(c_want & ~c_read), c_read1.eq(c_read),
-                     c_read2.eq(c_read1 & ~self.c_req)]
-        m.d.comb += [
-            self.c_valid.eq(c_read2 & ~self.c_req),
-            self.c_enq_frames.eq(enq.old.frames),
-            self.c_enq_bytes.eq(enq.old.bytes),
-            self.c_drop_quota.eq(enq.old.drop_quota),
-            self.c_drop_nobuf.eq(enq.old.drop_nobuf),
-            self.c_deq_frames.eq(deq.old),
-        ]
+                     c_read2.eq(c_read1 & ~self.c_req), c_taken.eq(c_read2 & ~self.c_req)]
+        with m.If(c_read2):
+            m.d.sync += [
+                self.c_enq_frames.eq(enq.old.frames),
+                self.c_enq_bytes.eq(enq.old.bytes),
+                self.c_drop_quota.eq(enq.old.drop_quota),
+                self.c_drop_nobuf.eq(enq.old.drop_nobuf),
+                self.c_deq_frames.eq(deq.old),
+            ]
+        m.d.comb += self.c_valid.eq(c_taken & ~self.c_req)
         # Bytes in use (not a CSR counter: for tests and debugging) keep read ports of their
         # own; the released total's port is busy in the very cycle a frame leaves.
         c_adm, c_rel, c_seen = Signal(acc_bits), Signal(acc_bits), Signal()
