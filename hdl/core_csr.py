@@ -84,10 +84,13 @@ class CoreRegisters(wiring.Component):
                                        tx_flows=self.tx_flows, width_bytes=self.width_bytes)),
             bank.status_set.eq(status),
             status.bad_access.eq(bank.bad_access),
+            classifier.default_action.eq(bank.default_action[:ACTION.width]),
+        ]
+        # Registered on the way: the classifier is far from the bank's read multiplexer.
+        m.d.sync += [
             bank.lookups.eq(classifier.lookups),
             bank.hits.eq(classifier.hits),
             bank.misses.eq(classifier.misses),
-            classifier.default_action.eq(bank.default_action[:ACTION.width]),
         ]
         for mac in rx_macs:
             m.d.comb += mac.mtu.eq(bank.mtu[:14])
@@ -132,17 +135,28 @@ class CoreRegisters(wiring.Component):
         m.d.comb += [config.eq(bank.queue_config), target.eq(bank.queue_config_write)]
         stb = bank.queue_config_write_stb
         ok = Signal()
+        # The write goes to the blocks a cycle after its strobe, from registers of its own:
+        # the blocks sit all over the chip, and the target's decode plus the route to their
+        # memories' write enables would be one cycle; the registers also keep the values of
+        # this write if the host writes `queue_config` again in the very next bus cycle.
+        quota_bytes = config.quota * QUOTA_UNIT
+        flow, quota = Signal(len(target.flow)), Signal(len(quota_bytes))
+        klass, weight = Signal(len(config.priority)), Signal(len(config.weight))
+        m.d.sync += [flow.eq(target.flow), quota.eq(quota_bytes),
+                     klass.eq(config.priority), weight.eq(config.weight)]
         for tx, blocks in ((0, rx_queues), (1, tx_queues)):
             for unit, block in enumerate(blocks):
                 hit = (target.tx == tx) & (target.unit == unit) & (target.flow < block.flows)
                 with m.If(hit):
                     m.d.comb += ok.eq(1)
+                enable = Signal(name=f"queue_config_{'tx' if tx else 'rx'}{unit}")
+                m.d.sync += enable.eq(stb & hit)
                 m.d.comb += [
-                    block.cfg_flow.eq(target.flow),
-                    block.cfg_quota_bytes.eq(config.quota * QUOTA_UNIT),
-                    block.cfg_class.eq(config.priority),
-                    block.cfg_weight.eq(config.weight),
-                    block.cfg_en.eq(stb & hit),
+                    block.cfg_flow.eq(flow),
+                    block.cfg_quota_bytes.eq(quota),
+                    block.cfg_class.eq(klass),
+                    block.cfg_weight.eq(weight),
+                    block.cfg_en.eq(enable),
                 ]
         m.d.comb += status.bad_queue_config.eq(stb & ~ok)
 
@@ -161,45 +175,63 @@ class CoreRegisters(wiring.Component):
             # with `c_valid` (two cycles after the request at the earliest, after `ready`).
             m.d.comb += [block.c_flow.eq(select.index), block.c_req.eq(settled)]
 
+        # The selection is decoded once it is in its register, into one pick per source; the
+        # snapshot's multiplexer is an AND-OR of those picks, registered (`values`), and the
+        # words go into `counter_value` a cycle later. Counters come from every block of the
+        # core, spread over the whole chip: decode, multiplexer and the enable of the 512
+        # `counter_value` flip-flops in one cycle were the core's longest path (14.5 ns, 13.4
+        # of it routing, on the LFE5UM5G-45F).
+        sources = []  # (pick, [words], c_valid or None)
+        for p in range(self.ports):
+            words = []
+            for name in COUNTER_NAMES[CounterBlock.PORT]:
+                if name == "tx_host_dropped":
+                    words.append(host_tx_dropped)
+                else:
+                    kind, member = _PORT_SOURCES[name]
+                    words.append(getattr(blocks[kind][p], member))
+            ok = (select.block == CounterBlock.PORT) & (select.unit == p) & (select.index == 0)
+            sources.append((ok, words, None))
+        sources.append(((select.block == CounterBlock.RULE) & (select.unit == 0)
+                        & (select.index < self.rules), [classifier.c_frames], None))
+        for block_kind, queue_blocks in ((CounterBlock.RX_QUEUE, rx_queues),
+                                         (CounterBlock.TX_QUEUE, tx_queues)):
+            for unit, block in enumerate(queue_blocks):
+                ok = ((select.block == block_kind) & (select.unit == unit)
+                      & (select.index < block.flows))
+                sources.append((ok, [getattr(block, member) for member in _QUEUE_SOURCES],
+                                block.c_valid))
+        picks = Signal(len(sources))
+        with m.If(settled):
+            m.d.sync += picks.eq(Cat(ok for ok, _, _ in sources))
+        valid = picks.any()  # a selection no source takes reads as zeros, and is flagged
+        waits = Cat(picks[k] for k, (_, _, c_valid) in enumerate(sources) if c_valid is not None)
+        arrived = Cat(picks[k] & c_valid for k, (_, _, c_valid) in enumerate(sources)
+                      if c_valid is not None)
+        # The snapshot is on the sources' outputs in this cycle: `ready` for the ports and the
+        # rule counters (wrapping registers, and the flow table's one-cycle read), a queue
+        # block's `c_valid` for its counters (their memories' port may be busy).
+        take = Mux(waits.any(), arrived.any(), ready)
         values = [Signal(32, name=f"counter_{i}") for i in range(COUNTER_WORDS)]
-        valid = Signal()
-        take = Signal()  # the snapshot is on `values` in this cycle
-        m.d.comb += take.eq(ready)
-        with m.Switch(select.block):
-            with m.Case(CounterBlock.PORT):
-                m.d.comb += valid.eq((select.unit < self.ports) & (select.index == 0))
-                for p in range(self.ports):
-                    with m.If(select.unit == p):
-                        for i, name in enumerate(COUNTER_NAMES[CounterBlock.PORT]):
-                            if name == "tx_host_dropped":
-                                m.d.comb += values[i].eq(host_tx_dropped)
-                            else:
-                                kind, member = _PORT_SOURCES[name]
-                                m.d.comb += values[i].eq(getattr(blocks[kind][p], member))
-            with m.Case(CounterBlock.RULE):
-                m.d.comb += [
-                    valid.eq((select.unit == 0) & (select.index < self.rules)),
-                    values[0].eq(classifier.c_frames),
-                ]
-            for block_kind, queue_blocks in ((CounterBlock.RX_QUEUE, rx_queues),
-                                             (CounterBlock.TX_QUEUE, tx_queues)):
-                with m.Case(block_kind):
-                    for unit, block in enumerate(queue_blocks):
-                        with m.If(select.unit == unit):
-                            m.d.comb += [valid.eq(select.index < block.flows),
-                                         take.eq(Mux(valid, block.c_valid, ready))]
-                            for i, member in enumerate(_QUEUE_SOURCES):
-                                m.d.comb += values[i].eq(getattr(block, member))
+        taken = Signal()  # `values` holds the snapshot
+        for i, value in enumerate(values):
+            word = 0
+            for k, (_, words, _) in enumerate(sources):
+                if i < len(words):
+                    word = word | Mux(picks[k], words[i], 0)
+            m.d.sync += value.eq(word)
+        # A snapshot of the selection before a write does not count for it.
+        m.d.sync += taken.eq(take & ~written)
         # `done`: the snapshot of the last write is in `counter_value` (a write clears it; a
         # queue block's `c_valid` from a request before the write does not come after it).
         done = Signal()
         counter_status = Signal(layout(COUNTER_STATUS))
-        with m.If(take):
+        with m.If(taken):
             for register, value in zip(bank.counter_value, values, strict=True):
                 m.d.sync += register.eq(value)
         with m.If(written):
             m.d.sync += done.eq(0)
-        with m.Elif(take):
+        with m.Elif(taken):
             m.d.sync += done.eq(1)
         m.d.comb += [status.bad_counter_select.eq(ready & ~valid),
                      counter_status.done.eq(done), bank.counter_status.eq(counter_status)]

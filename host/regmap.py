@@ -36,7 +36,7 @@ __all__ = [
 
 IDENT = 0x50544E52  # "PTNR"
 FORMAT_VERSION = 2  # 2: counter snapshots complete when `counter_status.done` says so
-COUNTER_SETTLE_CYCLES = 4  # a snapshot's time after the `counter_select` write, ports idle
+COUNTER_SETTLE_CYCLES = 6  # a snapshot's time after the `counter_select` write, ports idle
 COUNTER_WORDS = 16
 RULE_WORDS = (FLOW_RULE.width + 31) // 32
 QUOTA_UNIT = 64  # bytes per unit of `queue_config.quota`
