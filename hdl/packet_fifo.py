@@ -16,7 +16,9 @@ committed frame. On the last beat:
 ``i_drop`` is only looked at on the last beat; a dropped frame that also overflowed counts as an
 error drop (it would have been lost anyway; overflow counts frames lost to lack of space).
 The writer does not interpret ``first``: the producer must keep to the framing rules of
-:mod:`partner.hdl.stream` (it is stored and forwarded like the other fields).
+:mod:`partner.hdl.stream`. It is not stored either: the reader sets ``first`` on the beat after
+a ``last`` (and on the very first beat), which is the same under those rules since rolled-back
+frames never reach the reader; at width 1 ``nbytes`` is not stored (it is always 1).
 
 Read side (``o_stream``): valid/ready stream, one beat per cycle while ``o_stream.ready`` is
 high. A frame's first beat appears two cycles after its last beat was accepted (one to commit,
@@ -38,11 +40,11 @@ reads, which saturating counters would make wrong after the first overflow.
 """
 
 from amaranth.hdl import Module, Signal
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .stream import PacketStream, packet_layout
+from .stream import PacketStream
 
 __all__ = ["PacketFIFO"]
 
@@ -109,8 +111,17 @@ class PacketFIFO(wiring.Component):
         m = Module()
         abits = self.depth.bit_length() - 1
 
-        m.submodules.mem = mem = Memory(
-            shape=packet_layout(self.width_bytes), depth=self.depth, init=[])
+        # Stored per beat: the data, `last`, and `nbytes` only where it can differ from the
+        # width (the framing rules of partner.hdl.stream: every beat but a last one is full, and
+        # a beat holds 1..width bytes, so at width 1 it is always 1). `first` is not stored: it
+        # is `last` of the beat before, and rolled-back frames never reach the reader. At width
+        # 1 that is 9 bits a beat, not 11: a 16 KiB receive FIFO takes 8 block RAMs, not 10.
+        w = self.width_bytes
+        stored = {"data": 8 * w, "last": 1}
+        if w > 1:
+            stored["nbytes"] = range(w + 1)
+        stored = data.StructLayout(stored)
+        m.submodules.mem = mem = Memory(shape=stored, depth=self.depth, init=[])
         wr_port = mem.write_port()
         rd_port = mem.read_port(domain="sync")  # not transparent: never reads a slot being written
 
@@ -139,9 +150,12 @@ class PacketFIFO(wiring.Component):
         store = i.valid & ~overflowed & ~full
         m.d.comb += [
             wr_port.addr.eq(wr_ptr[:abits]),
-            wr_port.data.eq(i.payload),
+            wr_port.data.data.eq(i.payload.data),
+            wr_port.data.last.eq(i.payload.last),
             wr_port.en.eq(store),
         ]
+        if w > 1:
+            m.d.comb += wr_port.data.nbytes.eq(i.payload.nbytes)
         with m.If(i.valid):
             with m.If(i.payload.last):
                 m.d.sync += overflowed.eq(0)
@@ -170,13 +184,19 @@ class PacketFIFO(wiring.Component):
 
         # Read side: the memory's read register is the output register. It is reloaded whenever
         # it is empty or being emptied, which sustains one beat per cycle.
+        at_start = Signal(init=1)  # the beat on (or next on) the output starts a frame
         advance = ~o.valid | o.ready
         load = advance & (rd_ptr != commit_ptr)
         m.d.comb += [
             rd_port.addr.eq(rd_ptr[:abits]),
             rd_port.en.eq(load),
-            o.payload.eq(rd_port.data),
+            o.payload.data.eq(rd_port.data.data),
+            o.payload.last.eq(rd_port.data.last),
+            o.payload.nbytes.eq(rd_port.data.nbytes if w > 1 else 1),
+            o.payload.first.eq(at_start),
         ]
+        with m.If(o.valid & o.ready):
+            m.d.sync += at_start.eq(o.payload.last)
         with m.If(load):
             m.d.sync += [rd_ptr.eq(rd_ptr + 1), o.valid.eq(1)]
         with m.Elif(advance):
