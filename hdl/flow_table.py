@@ -28,10 +28,11 @@ accepted (`FlowTable.latency`). Throughput: one key every ``depth`` cycles
 running or when the result FIFO could not take the result of a new lookup, so the pipeline never
 stalls and ``o_result.ready`` fans out to the FIFO only.
 
-Rule writes (``w_en`` for one cycle) replace all 896 bits of an entry at one clock edge. A
-lookup accepted in cycle *a* reads entry *e* in cycle ``a + 1 + e // ways``; a write in cycle
-*t* is seen by that read iff ``t < a + 1 + e // ways`` (the read port is not transparent: a read
-in the write's own cycle returns the old entry). A lookup therefore sees each entry whole, old or
+Rule writes (``w_en`` for one cycle) replace all 896 bits of an entry at one clock edge, one
+cycle after the write's own (the write is registered first). A lookup accepted in cycle *a*
+reads entry *e* in cycle ``a + 1 + e // ways``; a write in cycle *t* is seen by that read iff
+``t + 1 < a + 1 + e // ways`` (the read port is not transparent: a read in the cycle the entry
+is written returns the old entry). A lookup therefore sees each entry whole, old or
 new, and which one follows from the cycle numbers; with several writes during one scan it may
 see some new and some old entries.
 
@@ -84,7 +85,8 @@ class FlowTable(wiring.Component):
     o_result : ``Out(stream.Signature(result_layout()))``
         One result per key, in key order.
     w_index, w_rule, w_en : ``In(range(entries))``, ``In(layout(FLOW_RULE))``, ``In(1)``
-        Replace entry ``w_index`` with ``w_rule`` when ``w_en`` is high (one cycle, whole entry).
+        Replace entry ``w_index`` with ``w_rule`` when ``w_en`` is high (one cycle, whole entry;
+        the entry is replaced at the second clock edge, the write being registered first).
     default_action : ``In(layout(ACTION))``
         Action of misses; read when the result is produced (cycle a + depth + 6).
     lookups, hits, misses : ``Out(32)``
@@ -149,13 +151,21 @@ class FlowTable(wiring.Component):
                 for e in range(self.entries):
                     with m.Case(e):
                         m.d.comb += [w_way.eq(e % W), w_addr.eq(e // W)]
+        # The write is registered on its way: the rule's 443 bits fan out to every LUT RAM
+        # cell of every way, wherever the placer put them (with 64 rules this was the routed
+        # core's worst path, from the register block across the chip). A write still replaces
+        # a whole entry in one cycle, one cycle later.
+        r_rule = Signal(layout(FLOW_RULE))
+        r_addr = Signal.like(w_addr)
+        r_en = Signal(W)
+        m.d.sync += [r_rule.eq(self.w_rule), r_addr.eq(w_addr),
+                     r_en.eq(Cat(self.w_en & (w_way == k) for k in range(W)))]
         for k in range(W):
             mem = Memory(shape=layout(FLOW_RULE), depth=D, init=[])
             m.submodules[f"rules{k}"] = mem
             wp = mem.write_port()
             rp = mem.read_port(domain="sync")  # not transparent: a write lands after the edge
-            m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(self.w_rule),
-                         wp.en.eq(self.w_en & (w_way == k))]
+            m.d.comb += [wp.addr.eq(r_addr), wp.data.eq(r_rule), wp.en.eq(r_en[k])]
             ways.append(rp)
 
         # ---- result FIFO and credits ------------------------------------------------------

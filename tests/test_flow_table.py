@@ -110,11 +110,12 @@ async def drive(ctx, dut, program, *, rng=None, ready_p=1.0, key_p=1.0, writes_a
 
 
 def table_seen(run, a, entries, ways):
-    """The table a lookup accepted in cycle `a` reads: entry e as of cycle a + 1 + e // ways."""
+    """The table a lookup accepted in cycle `a` reads: entry e as of cycle a + 1 + e // ways,
+    a write of cycle t landing in the memory in cycle t + 1."""
     table = [0] * entries
     for e in range(entries):
         for t, index, word in run.writes:
-            if index == e and t < a + 1 + e // ways:
+            if index == e and t + 1 < a + 1 + e // ways:
                 table[e] = word
     return table
 
@@ -271,7 +272,8 @@ def test_writes_during_streaming_lookups(entries, ways):
         old_new = {"old": 0, "new": 0}
         for (a, key), g in zip(run.accepts, got, strict=True):
             for t in lone:
-                if a <= t < a + dut.depth:  # the scan of this key is running at the write
+                # the scan of this key is running when the write lands (cycle t + 1)
+                if a <= t + 1 < a + dut.depth:
                     before = lookup(table_at(run, t), key, 0)
                     after = lookup(table_at(run, t + 1), key, 0)
                     assert g in (before, after)
@@ -311,8 +313,9 @@ def test_write_timing_is_exact():
             await ctx.tick().repeat(entries)  # let the late write land before the next round
 
     simulate(dut, tb)
-    # read in cycle a + 3 = 4: writes in cycles 1..3 (offset 0..2) are seen, from 4 on not
-    assert outcomes == {0: 222, 1: 222, 2: 222, 3: 111, 4: 111, 5: 111}
+    # read in cycle a + 3 = 4: writes in cycles 1..2 (offset 0..1) have landed by then (a write
+    # lands in the memory a cycle after its own), from 3 on not
+    assert outcomes == {0: 222, 1: 222, 2: 111, 3: 111, 4: 111, 5: 111}
 
 
 @pytest.mark.parametrize("ways", [1, 2])

@@ -75,7 +75,8 @@ async def drive(dut, rng, keys, writes_at, *, ready_p, key_p, start=0):
 
 
 def views(writes):
-    """table(a): entry e as written before cycle a + 1 + e // WAYS (docs/rules.md)."""
+    """table(a): entry e as written before cycle a + e // WAYS (a write of cycle t lands in
+    cycle t + 1, and the read of e is in cycle a + 1 + e // WAYS: docs/rules.md)."""
     per_entry = {e: ([], []) for e in range(ENTRIES)}
     for t, index, word in writes:
         per_entry[index][0].append(t)
@@ -85,7 +86,7 @@ def views(writes):
         out = []
         for e in range(ENTRIES):
             times, words = per_entry[e]
-            n = bisect.bisect_left(times, a + 1 + e // WAYS)  # writes strictly before the read
+            n = bisect.bisect_left(times, a + e // WAYS)  # writes landed before the read
             out.append(words[n - 1] if n else 0)
         return out
     return table
