@@ -217,9 +217,11 @@ class DeviceCore(wiring.Component):
         sources = []
 
         def moved(counter, name):
-            previous = Signal.like(counter, name=f"{name}_prev")
-            m.d.sync += previous.eq(counter)
-            return counter != previous
+            # Each of these counters moves by at most one a cycle (one frame), so its lowest
+            # bit changes exactly when it moves: one flip-flop, not a 32-bit copy and compare.
+            previous = Signal(name=f"{name}_prev")
+            m.d.sync += previous.eq(counter[0])
+            return counter[0] != previous
 
         for p, (mac, port) in enumerate(zip(rx_macs, rx_ports, strict=True)):
             link = Signal(name=f"link_{p}")
@@ -232,7 +234,7 @@ class DeviceCore(wiring.Component):
             error_moved = Const(0)
             for i, counter in enumerate(errors):
                 error_moved = error_moved | moved(counter, f"rx_err_{p}_{i}")
-            # Registered: seven 32-bit compares and their OR are a path of their own, kept
+            # Registered: the seven compares and their OR are a path of their own, kept
             # away from the merger's pending counts (the event comes a cycle later).
             error_strobe = Signal(name=f"rx_err_{p}")
             m.d.sync += error_strobe.eq(error_moved)
