@@ -1,7 +1,12 @@
 """The 1G device core synthesised, placed and routed for the ECP5 LFE5UM5G-45F, speed 8
 (build/bench/datapath-synth.json): Fmax per clock domain (`fmax_mhz`, limit 150 MHz) and LUT,
-FF and block-RAM use, with 16 and 64 flow-table entries. The ECPIX-5 board comes with the 45F or
-the 85F; a core that does not fit the 45F is also built for the LFE5UM5G-85F.
+FF, block-RAM and LUT-RAM use, with 16 and 64 flow-table entries.
+
+Each rule count is built as the full core (two host queues and the slow path) for the 45F.
+When the 45F cannot hold it, the core a 45F board would carry is built instead: one host queue
+fewer (every host queue is a flow-queue block of its own, 18 KiB of buffer and a state slot per
+rule); and only when that does not fit either, the full core for the ECPIX-5's other chip, the
+LFE5UM5G-85F. Builds that were not placed are in `not_placed`, with the tool's reason.
 
 Uses partner.boards.synth (YoWASP yosys and nextpnr-ecp5 from PyPI, nextpnr's router2: its
 router1 does not finish on a core that fills most of the 45F); the component's own cells are
@@ -12,10 +17,14 @@ from dataclasses import asdict
 
 LIMIT_MHZ = 150.0
 ROUTER = "router2"
-AVAILABLE = {  # LUT4 sites, flip-flops, DP16KD
-    "LFE5UM5G-45F": {"luts": 43848, "ffs": 43848, "bram": 108},
-    "LFE5UM5G-85F": {"luts": 83640, "ffs": 83640, "bram": 208},
+QUEUES = 2  # host queues of the full core (each also has the slow-path queue)
+AVAILABLE = {  # LUT4 sites, flip-flops, DP16KD; TRELLIS_DPR16X4 (one per PFU, six LUT sites)
+    "LFE5UM5G-45F": {"luts": 43848, "ffs": 43848, "bram": 108, "lutram": 5481},
+    "LFE5UM5G-85F": {"luts": 83640, "ffs": 83640, "bram": 208, "lutram": 10455},
 }
+# (name suffix, host queues, device), tried in this order until one is placed.
+ATTEMPTS = (("", QUEUES, "LFE5UM5G-45F"), ("_q1", 1, "LFE5UM5G-45F"),
+            ("_85f", QUEUES, "LFE5UM5G-85F"))
 
 
 def run() -> dict:
@@ -23,34 +32,38 @@ def run() -> dict:
     from partner.hdl.core import DeviceCore
 
     builds, failed = {}, {}
-    for rules, device in ((16, "LFE5UM5G-45F"), (64, "LFE5UM5G-45F"), (64, "LFE5UM5G-85F")):
-        name = f"rules_{rules}" + ("" if device == "LFE5UM5G-45F" else "_85f")
-        if device != "LFE5UM5G-45F" and f"rules_{rules}" not in failed:
-            continue  # the 85F only for a core the 45F cannot hold
-        core = DeviceCore(ports=2, width_bytes=1, rules=rules, queues=2)
-        try:
-            result = asdict(synthesize(core, name=f"core_w1_r{name.removeprefix('rules_')}",
-                                       clocks={"sync": LIMIT_MHZ * 1e6}, device=device,
-                                       router=ROUTER))
-        except SynthError as error:  # e.g. more block RAMs than the chip has: not placed
-            failed[name] = {"device": device, "error": _first_error(str(error))}
-            continue
-        builds[name] = {
-            "device": device,
-            "fmax_mhz": result["fmax_mhz"],
-            "timing_met_at_150_mhz": result["timing_met"],
-            "luts": result["luts"], "ffs": result["ffs"], "bram": result["bram"],
-            "lutram": result["lutram"],
-            "critical_paths": result["critical_paths"],
-            "utilization": result["utilization"],
-            "seconds": result["seconds"],
-        }
+    for rules in (16, 64):
+        for suffix, queues, device in ATTEMPTS:
+            name = f"rules_{rules}{suffix}"
+            core = DeviceCore(ports=2, width_bytes=1, rules=rules, queues=queues)
+            try:
+                result = asdict(synthesize(core, name=f"core_w1_r{rules}{suffix}",
+                                           clocks={"sync": LIMIT_MHZ * 1e6}, device=device,
+                                           router=ROUTER))
+            except SynthError as error:  # e.g. more block RAMs than the chip has: not placed
+                failed[name] = {"device": device, "queues": queues,
+                                "error": _first_error(str(error))}
+                continue
+            builds[name] = {
+                "device": device,
+                "queues": queues,
+                "fmax_mhz": result["fmax_mhz"],
+                "timing_met_at_150_mhz": result["timing_met"],
+                "luts": result["luts"], "ffs": result["ffs"], "bram": result["bram"],
+                "lutram": result["lutram"],
+                "critical_paths": result["critical_paths"],
+                "utilization": result["utilization"],
+                "seconds": result["seconds"],
+            }
+            break
     fmax = {name: b["fmax_mhz"]["sync"] for name, b in builds.items()}
-    fits = {name: all(b[k] <= AVAILABLE[b["device"]][k] for k in ("luts", "ffs", "bram"))
+    fits = {name: all(b[k] <= AVAILABLE[b["device"]][k] for k in ("luts", "ffs", "bram",
+                                                                    "lutram"))
             for name, b in builds.items()}
     return {
-        "device": "LFE5UM5G-45F-8BG381 (and LFE5UM5G-85F-8BG381 for a core the 45F cannot hold)",
-        "core": "DeviceCore(ports=2, width_bytes=1, queues=2), GMII, one 'sync' domain",
+        "device": "LFE5UM5G-45F-8BG381 (LFE5UM5G-85F-8BG381 only for a core no 45F build holds)",
+        "core": f"DeviceCore(ports=2, width_bytes=1, queues={QUEUES}), GMII, one 'sync' "
+                "domain; '_q1' builds: queues=1",
         "router": ROUTER,
         "fmax_mhz": fmax,
         "available": AVAILABLE,
