@@ -9,6 +9,7 @@ from partner.hdl.pcie.dma_status import DmaStatus
 from partner.hdl.pcie.dma_write import DmaWriter, done_layout, write_command_layout
 from partner.hdl.pcie.tlp import tlp_layout
 from partner.hdl.stream import packet_layout
+from partner.sim.beats import packet_beats
 from partner.sim.models.pcie_host import (
     HostMemory,
     PcieHost,
@@ -22,11 +23,9 @@ from partner.sim.models.pcie_host import (
 CODES = {128: 0, 256: 1, 512: 2, 1024: 3, 2048: 4, 4096: 5}
 
 
-def packet_beats(width_bytes, payload):
+def packed_beats(width_bytes, payload):
     layout = packet_layout(width_bytes)
-    chunks = [payload[i:i + width_bytes] for i in range(0, len(payload), width_bytes)]
-    return [pack(layout, data=int.from_bytes(c, "little"), nbytes=len(c), first=n == 0,
-                 last=n == len(chunks) - 1) for n, c in enumerate(chunks)]
+    return [pack(layout, **beat) for beat in packet_beats(width_bytes, payload)]
 
 
 def random_size(rng):
@@ -68,7 +67,7 @@ def run_writer(width, mps, commands, *, seed=1, rates=(0.7, 0.7, 0.7, 0.7), bus_
     for n, ((addr, length), payload) in enumerate(zip(commands, payloads, strict=True)):
         cmd_src.put(pack(write_command_layout(), addr=addr, length=length, id=n & 0xFF))
         if payload:
-            data_src.put(*packet_beats(wb, payload))
+            data_src.put(*packed_beats(wb, payload))
     limit = max_cycles or 2000 + 6 * sum(length for _, length in commands) // wb
     cycles = []
 
@@ -162,8 +161,8 @@ def test_zero_length_and_bad_framing_are_reported_not_hung():
     # The second command's packet ends a beat early: the writer still consumes the command's
     # three beats (so it takes the next packet's first beat), reports the mismatch, and the
     # third command, now out of step, is reported too; nothing hangs.
-    beats = (packet_beats(8, bytes(range(16))) + packet_beats(8, bytes(range(100, 116)))
-             + packet_beats(8, bytes(range(200, 208))))
+    beats = (packed_beats(8, bytes(range(16))) + packed_beats(8, bytes(range(100, 116)))
+             + packed_beats(8, bytes(range(200, 208))))
     host, _, dones, _ = _run_raw_framing(beats, commands)
     assert [d["status"] for d in dones] == [DmaStatus.BAD_COMMAND] * 3
     assert [d["id"] for d in dones] == [0, 1, 2]
@@ -212,7 +211,7 @@ def host_mps_128_device_512():
     cmd_src = StreamSource(dut.cmd, random.Random(2))
     data_src = StreamSource(dut.data, random.Random(3))
     cmd_src.put(pack(write_command_layout(), addr=0x8000, length=512, id=0))
-    data_src.put(*packet_beats(8, bytes(512)))
+    data_src.put(*packed_beats(8, bytes(512)))
 
     async def main(ctx):
         ctx.set(dut.config.bus_master, 1)

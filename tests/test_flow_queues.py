@@ -15,6 +15,7 @@ from amaranth.sim import Simulator
 
 from partner.hdl.flow_queues import FlowQueues
 from partner.hdl.stream import packet_layout
+from partner.sim.beats import packet_beats
 from partner.sim.models.flow_queues import (
     FlowQueuesCycleModel,
     FlowQueuesModel,
@@ -22,12 +23,6 @@ from partner.sim.models.flow_queues import (
     by_flow,
     expected_by_flow,
 )
-
-
-def make_beats(width, payload):
-    chunks = [payload[i:i + width] for i in range(0, len(payload), width)]
-    return [{"data": int.from_bytes(chunk, "little"), "nbytes": len(chunk),
-             "first": n == 0, "last": n == len(chunks) - 1} for n, chunk in enumerate(chunks)]
 
 
 @dataclass
@@ -41,7 +36,7 @@ class Traffic:
         for frame in self.frames:
             flow, payload, meta = frame[:3]
             length = frame[3] if len(frame) > 3 else len(payload)
-            for beat in make_beats(width, payload):
+            for beat in packet_beats(width, payload):
                 yield from [None] * (self.gap() if self.gap else 0)
                 yield (beat, flow, length, meta)
 
@@ -336,10 +331,10 @@ def test_reserved_frames_are_never_dropped(width, cells, cell_bytes, patience, s
                     flow, payload, meta = frame = host[granted.pop(0)]
                     sent.append(frame)
                     beats = [(b, flow, len(payload), meta, True)
-                             for b in make_beats(width, payload)]
+                             for b in packet_beats(width, payload)]
                 elif pending and rng.random() < 0.6:
                     flow, payload, meta = pending.pop(0)
-                    beats = [(b, flow, len(payload), meta) for b in make_beats(width, payload)]
+                    beats = [(b, flow, len(payload), meta) for b in packet_beats(width, payload)]
             item = beats.pop(0) if beats and rng.random() < 0.9 else None
             await step(ctx, dut, model, item, rng.random() < 0.35, cfg=cfg, run=run,
                        reserve=want)
