@@ -64,8 +64,8 @@ def test_rx_and_tx_runs_together(width):
     rig = Rig(width=width, rx_rings=2, tx_rings=1, seed=42, mps=256, mrrs=512, delay=LATENCY,
               read_timeout=100_000)
     rng = random.Random(42)
-    rx_frames = [(rng.randrange(2), rng.randbytes(rng.randint(60, 1500))) for _ in range(150)]
-    tx_frames = [rng.randbytes(rng.randint(60, 1500)) for _ in range(150)]
+    rx_frames = [(rng.randrange(2), rng.randbytes(rng.randint(60, 1500))) for _ in range(80)]
+    tx_frames = [rng.randbytes(rng.randint(60, 1500)) for _ in range(80)]
 
     async def scenario(ctx, rig):
         await rig.start(ctx)
