@@ -12,7 +12,7 @@ nextpnr runs with ``--timing-allow-fail``: a design that misses its target still
 result says so (``timing_met``) with the Fmax it did reach. Nothing is hidden: a missed target
 is a measurement, not an error. ``router`` picks nextpnr's router: ``router1`` (its default) or
 ``router2``, which finishes on nearly full chips where ``router1`` keeps ripping up (the device
-core on the 45F).
+core on the 45F); ``placer`` picks its placer (``heap``, its default, ``static`` or ``sa``).
 
 The harness
 -----------
@@ -45,7 +45,7 @@ Command line::
 
     python -m partner.boards.synth partner.hdl.packet_fifo:PacketFIFO \\
         --arg width_bytes=1 --arg depth=256 [--name N] [--clock sync=125e6] [--seed 1] \\
-        [--router router2]
+        [--router router2] [--placer static]
 
 prints the result as JSON.
 """
@@ -90,6 +90,11 @@ SPEED = 8
 #: and router2 (negotiated congestion: converges on nearly full chips where router1 does not).
 ROUTERS = ("router1", "router2")
 ROUTER = "router1"
+#: nextpnr-ecp5's placers: heap (its default, analytic; every figure so far), static
+#: (electrostatic) and sa (simulated annealing). The default adds nothing to the command line,
+#: so builds made before this choice existed keep their cache keys.
+PLACERS = ("heap", "static", "sa")
+PLACER = "heap"
 
 # caBGA381 sites (they are the same on every ECP5 in this package): G2 is a primary clock
 # input (ULX3S's 25 MHz clock), B11/A10 the clock-capable GPIO pairs; the rest are plain I/O.
@@ -165,6 +170,7 @@ class SynthResult:
     cached: bool = False
     tools: dict[str, str] = field(default_factory=dict)
     router: str = ROUTER
+    placer: str = PLACER
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -328,6 +334,7 @@ _COMMANDS = [
         --timing-allow-fail
         --seed {{platform.seed}}
         --router {{platform.router}}
+        {%- if platform.placer != "heap" %} --placer {{platform.placer}}{% endif %}
     """,
 ]
 
@@ -343,7 +350,7 @@ class SynthPlatform(LatticePlatform):
     connectors = []
 
     def __init__(self, clocks, *, device=DEVICE, package=PACKAGE, speed=SPEED, seed=1,
-                 router=ROUTER):
+                 router=ROUTER, placer=PLACER):
         if device not in self._nextpnr_device_options:
             raise ValueError(f"device {device!r} is not an ECP5 nextpnr knows: "
                              f"{sorted(self._nextpnr_device_options)}")
@@ -357,6 +364,9 @@ class SynthPlatform(LatticePlatform):
         if router not in ROUTERS:
             raise ValueError(f"router must be one of {ROUTERS}, not {router!r}")
         self.router = router
+        if placer not in PLACERS:
+            raise ValueError(f"placer must be one of {PLACERS}, not {placer!r}")
+        self.placer = placer
         self.keep_module = None  # set by synthesize() once the design's name is known
         super().__init__(toolchain="Trellis")
         io = Attrs(IO_TYPE="LVCMOS33")
@@ -445,7 +455,7 @@ def _critical_paths(report: dict, domains: dict[str, str | None]) -> dict[str, d
 # -- the flow ------------------------------------------------------------------------------------
 
 def synthesize(component, *, name, clocks=None, device=DEVICE, package=PACKAGE, speed=SPEED,
-               build_dir=None, seed=1, router=ROUTER, port_domains=None,
+               build_dir=None, seed=1, router=ROUTER, placer=PLACER, port_domains=None,
                force=False) -> SynthResult:
     """Synthesize and place ``component`` (a :class:`wiring.Component`) inside the I/O harness.
 
@@ -459,7 +469,7 @@ def synthesize(component, *, name, clocks=None, device=DEVICE, package=PACKAGE, 
     build_dir = Path(build_dir) if build_dir is not None else build_root() / name
     tools = find_tools()
     platform = SynthPlatform(clocks, device=device, package=package, speed=speed, seed=seed,
-                             router=router)
+                             router=router, placer=placer)
     platform.keep_module = f"{name}.dut"
     harness = Harness(component, clocks, port_domains=port_domains)
     # emit_src=False: the RTLIL, and so the hash, depends on the design and not on source lines.
@@ -529,7 +539,8 @@ def _result(*, name, build_dir, clocks, platform, seconds, digest, tools,
     used = {bel: v["used"] for bel, v in util.items()}
     return SynthResult(
         name=name, device=platform.device, package=platform.package, speed=int(platform.speed),
-        seed=platform.seed, router=platform.router, target_mhz=target, fmax_mhz=fmax,
+        seed=platform.seed, router=platform.router, placer=platform.placer, target_mhz=target,
+        fmax_mhz=fmax,
         timing_met={d: fmax[d] >= target[d] for d in clocks},
         **own, io=used.get("TRELLIS_IO", 0), comb=used.get("TRELLIS_COMB", 0),
         harness=harness, port_bits=port_bits, utilization=util,
@@ -586,6 +597,7 @@ def main(argv=None) -> int:
     parser.add_argument("--speed", type=int, default=SPEED)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--router", choices=ROUTERS, default=ROUTER)
+    parser.add_argument("--placer", choices=PLACERS, default=PLACER)
     parser.add_argument("--build-dir", type=Path)
     parser.add_argument("--force", action="store_true", help="rebuild even if already placed")
     args = parser.parse_args(argv)
@@ -599,6 +611,7 @@ def main(argv=None) -> int:
         result = synthesize(
             component, name=name, clocks=clocks, device=args.device, package=args.package,
             speed=args.speed, build_dir=args.build_dir, seed=args.seed, router=args.router,
+            placer=args.placer,
             port_domains=dict(args.port_domain), force=args.force)
     except SynthError as e:
         print(e, file=sys.stderr)
