@@ -20,8 +20,10 @@ which the scheduler reads (``nx_*``) to find a flow's new head frame.
 The scheduler is a small state machine; each cycle it is idle it either
 
 * takes one activation: the flow joins the tail of its class's list with a fresh deficit of one
-  quantum (``max(weight, 1) * quantum``) and its head frame (class and weight are those of the
-  cycle the frame was queued, which the activation carries); or, if there is none,
+  quantum (``max(weight, 1) * quantum``) and its head frame (the class is the one of the cycle
+  the frame was queued, which the activation carries; the weight is the one of the cycle the
+  activation is taken, read then, so that an activation fits one 36-bit block RAM word with
+  64 flows); or, if there is none,
 * starts a **step**, if the user's one-frame slot is empty (``step_en``) and a list is not
   empty. A step looks at the flow ``f`` at the front of the highest non-empty class:
 
@@ -78,8 +80,8 @@ class Scheduler(wiring.Component):
     -------
     act_valid, act_flow, act_frame : inputs
         Activation: ``act_flow``'s queue was empty and ``act_frame`` joined it.
-    act_class, act_weight : ``Out``
-        The class and weight of ``act_flow`` now (combinational): the activation carries them.
+    act_class : ``Out``
+        The class of ``act_flow`` now (combinational): the activation carries it.
         An activation can be taken by the scheduler from the fourth cycle after ``act_valid``.
     count_flow : ``Out(range(flows))``; enq_count : ``In(count_bits)``
         Frames committed to ``count_flow`` (wrapping), combinational; ``enq_bump``: one more
@@ -120,7 +122,6 @@ class Scheduler(wiring.Component):
             "act_flow": In(range(flows)),
             "act_frame": In(ref),
             "act_class": Out(range(classes)),
-            "act_weight": Out(8),
             "count_flow": Out(range(flows)),
             "enq_count": In(count_bits),
             "enq_bump": In(1),
@@ -155,6 +156,7 @@ class Scheduler(wiring.Component):
                                                   init=[{"cls": 0, "weight": 1}] * n, attrs=lut)
         conf_wr, conf_rd = conf_mem.write_port(), conf_mem.read_port(domain="comb")
         conf_act = conf_mem.read_port(domain="comb")
+        conf_take = conf_mem.read_port(domain="comb")  # the weight of an activation taken
         m.d.comb += [conf_wr.addr.eq(self.cfg_flow), conf_wr.data.cls.eq(self.cfg_class),
                      conf_wr.data.weight.eq(self.cfg_weight), conf_wr.en.eq(self.cfg_en)]
         m.submodules.deficit_mem = deficit_mem = Memory(shape=dbits, depth=n, init=[],
@@ -174,8 +176,7 @@ class Scheduler(wiring.Component):
 
         # -- activation FIFO: a memory, a prefetch stage and an output register ----------------
         abits = ceil_log2(max(n, 2))
-        act_layout = data.StructLayout({"flow": range(n), "frame": ref, "cls": range(nc),
-                                        "weight": 8})
+        act_layout = data.StructLayout({"flow": range(n), "frame": ref, "cls": range(nc)})
         # Read synchronously: LUT RAM while small, block RAM beyond 32 flows.
         m.submodules.act_mem = act_mem = Memory(
             shape=act_layout, depth=1 << abits, init=[],
@@ -186,16 +187,15 @@ class Scheduler(wiring.Component):
         push = Signal()
         entry = Signal(act_layout)
         m.d.comb += [conf_act.addr.eq(self.act_flow),
-                     self.act_class.eq(conf_act.data.cls),
-                     self.act_weight.eq(conf_act.data.weight)]
+                     self.act_class.eq(conf_act.data.cls)]
         m.d.sync += [push.eq(self.act_valid), entry.flow.eq(self.act_flow),
-                     entry.frame.eq(self.act_frame), entry.cls.eq(conf_act.data.cls),
-                     entry.weight.eq(conf_act.data.weight)]
+                     entry.frame.eq(self.act_frame), entry.cls.eq(conf_act.data.cls)]
         m.d.comb += [act_wr.addr.eq(wp[:abits]), act_wr.en.eq(push), act_wr.data.eq(entry)]
         with m.If(push):
             m.d.sync += wp.eq(wp + 1)
         v1, v2 = Signal(), Signal()
         act = Signal(act_layout)
+        m.d.comb += conf_take.addr.eq(act.flow)
         pop = Signal()
         move = v1 & (~v2 | pop)
         load = (rp != wp) & (~v1 | move)
@@ -339,7 +339,8 @@ class Scheduler(wiring.Component):
         # Deficit and head writes: an activation, a wasted step, or the end of a step.
         with m.If(pop):
             m.d.comb += [deficit_wr.addr.eq(act.flow),
-                         deficit_wr.data.eq(quantum_of(act.weight)), deficit_wr.en.eq(1),
+                         deficit_wr.data.eq(quantum_of(conf_take.data.weight)),
+                         deficit_wr.en.eq(1),
                          head_wr.addr.eq(act.flow), head_wr.data.eq(act.frame),
                          head_wr.en.eq(1)]
         with m.Else():

@@ -244,9 +244,10 @@ class FlowQueuesCycleModel:
       ``free_cells`` shows it from cycle *t+1*;
     * a frame whose last beat is accepted at edge *c* is queued at edge *c+5*. If its flow's
       queue was empty (or its last frame was dequeued at that same edge) the flow is
-      *activated* with the class and weight it has in cycle *c+5*: the activation FIFO can hand
-      it to the scheduler from cycle *c+9*, one activation per idle scheduler cycle, in order;
-      otherwise the frame only joins the queue;
+      *activated* with the class it has in cycle *c+5*: the activation FIFO can hand it to the
+      scheduler from cycle *c+9*, one activation per idle scheduler cycle, in order, and the
+      flow's fresh deficit is the quantum of the weight it has in the cycle the activation is
+      taken (before that cycle's configuration write); otherwise the frame only joins the queue;
     * in a cycle *t* in which it is idle, the scheduler takes an activation if one is ready
       (the flow joins its class's list), else starts a step if the one-frame lookahead slot is
       empty and a list is not: S0 = *t* picks the front flow, S1 = *t+1* reads its deficit,
@@ -320,9 +321,9 @@ class FlowQueuesCycleModel:
         core, st, t = self.core, self.sched, self.cycle
         if st is None:
             if self.acts and self.acts[0][0] <= t:
-                _, flow, frame, cls, quantum = self.acts.popleft()
+                _, flow, frame, cls = self.acts.popleft()
                 assert core.queue[flow] and core.queue[flow][0] is frame
-                core.activate(flow, cls, quantum)
+                core.activate(flow, cls)  # the weight is read as the activation is taken
                 self.last_pop = t
                 if self.acts:  # the FIFO hands out one entry per cycle
                     self.acts[0] = (max(self.acts[0][0], t + 1), *self.acts[0][1:])
@@ -403,7 +404,7 @@ class FlowQueuesCycleModel:
         if joining is not None and core.enqueue(joining):
             ready_at = max(self.cycle + self.ACT_READY, self.last_pop + 1)
             flow = joining.flow
-            self.acts.append((ready_at, flow, joining, core.cls[flow], core.quantum_of(flow)))
+            self.acts.append((ready_at, flow, joining, core.cls[flow]))
         while self.releases and self.releases[0][0] == self.cycle:
             core.release(self.releases.popleft()[1], cells=False)
         while self.cell_frees and self.cell_frees[0] == self.cycle:
