@@ -61,8 +61,22 @@ __all__ = ["LEN_BITS", "FlowQueues"]
 
 LEN_BITS = FRAME_META["length"].width  # frame lengths (14 bits)
 
-_ENQ_COUNTERS = data.StructLayout({"frames": 32, "bytes": 32, "drop_quota": 32,
-                                   "drop_nobuf": 32})
+# The four writer-side counters of a flow are two entries of a counter pair each, because a
+# frame moves one pair only: entry 2f is (frames, bytes) of flow f's admitted frames, 2f+1 its
+# (quota, no-buffer) drops. A 64-bit entry is two block RAMs wide, where the four counters in
+# one entry were four.
+_COUNTER_PAIR = data.ArrayLayout(32, 2)
+_ADMITTED, _DROPPED = 0, 1  # the entry of a flow's counter pair: Cat(kind, flow)
+
+# Per-flow memories of at most this many bits per read port go to LUT RAM (TRELLIS_DPR16X4,
+# 64 bits a cell: 36 cells), larger ones to block RAM (18 Kbit; 108 on a 45F, shared by every
+# block of the device). With 16 rules every per-flow memory is LUT RAM; with 64 the quotas and
+# the dequeue counters still are.
+_LUT_RAM_BITS = 2304
+
+
+def _ram_style(depth, bits, reads=1):
+    return "distributed" if depth * bits * reads <= _LUT_RAM_BITS else "block"
 
 
 def _power_of_two(name, value, minimum=1):
@@ -119,7 +133,7 @@ class FlowQueues(wiring.Component):
         this cycle until ``c_valid``). A newer request cancels an older one.
     c_valid : ``Out(1)``
         A strobe: the counters of the last request are on ``c_enq_*``, ``c_drop_*`` and
-        ``c_deq_frames`` in this cycle (at the earliest three cycles after ``c_req``; later
+        ``c_deq_frames`` in this cycle (at the earliest four cycles after ``c_req``; later
         while the counters' memories are busy updating).
     c_enq_frames, c_enq_bytes, c_drop_quota, c_drop_nobuf, c_deq_frames : ``Out(32)``
         Counters of flow ``c_flow`` (wrapping) from registers, from ``c_valid`` until the next
@@ -231,19 +245,17 @@ class FlowQueues(wiring.Component):
         next_wr, next_rd = next_mem.write_port(), next_mem.read_port()
         m.submodules.meta_mem = meta_mem = Memory(shape=self.meta_shape, depth=cells, init=[])
         meta_wr, meta_rd = meta_mem.write_port(), meta_mem.read_port()
-        # LUT RAM costs about six LUTs per 64 bits on the ECP5, a block RAM 18 Kbit (of 108 on
-        # a 45F, shared by every block of the device): per-flow memories that are read
-        # synchronously go to LUT RAM up to 32 flows, to block RAM beyond.
-        style = "distributed" if n <= 32 else "block"
+        qbits = len(self.cfg_quota_bytes)
         m.submodules.quota_mem = quota_mem = Memory(
-            shape=len(self.cfg_quota_bytes), depth=n, init=[], attrs={"ram_style": style})
+            shape=qbits, depth=n, init=[], attrs={"ram_style": _ram_style(n, qbits)})
         quota_wr, quota_rd = quota_mem.write_port(), quota_mem.read_port()
         # Per-flow byte totals, one writer each: bytes admitted (the writer) and bytes released
         # (the output side); bytes in use = admitted - released.
         m.submodules.admitted = adm = RmwMemory(acc_bits, n, extra_reads=1,
-                                                ram_style=style, candidates=True)
+                                                ram_style=_ram_style(n, acc_bits, 2),
+                                                candidates=True)
         m.submodules.released = rel = RmwMemory(acc_bits, n, extra_reads=2,
-                                                ram_style=style)
+                                                ram_style=_ram_style(n, acc_bits, 3))
         # Flows admitted to since reset. The released total and the dequeue count are the
         # references that a reset does not clear: a flow's first admission starts its admitted
         # total from its released total, its first commit its committed count from its dequeue
@@ -251,8 +263,9 @@ class FlowQueues(wiring.Component):
         seen = Signal(n)
         # The counters have no read port for the host: its snapshots take the update port in a
         # cycle in which no update starts (see "counter read port" below).
-        m.submodules.enq_counters = enq = RmwMemory(_ENQ_COUNTERS, n, ram_style=style)
-        m.submodules.deq_counters = deq = RmwMemory(32, n, ram_style=style)
+        m.submodules.enq_counters = enq = RmwMemory(_COUNTER_PAIR, 2 * n,
+                                                    ram_style=_ram_style(2 * n, 64))
+        m.submodules.deq_counters = deq = RmwMemory(32, n, ram_style=_ram_style(n, 32))
         # Per-flow queue state of the writer: the tail frame and the frames ever committed.
         m.submodules.tail_mem = tail_mem = Memory(shape=cbits, depth=n, init=[], attrs=lut)
         tail_wr, tail_rd = tail_mem.write_port(), tail_mem.read_port(domain="comb")
@@ -381,14 +394,9 @@ class FlowQueues(wiring.Component):
         # a released total a few cycles old) stays below twice the buffer, at most a quarter of
         # the modulus. Stage 4 then needs one subtraction.
         hmax = (1 << (acc_bits - 1)) - 1
-        # The counters' update of a first beat starts here (it writes in stage 5); in other
-        # cycles the counters' port is free for the host's snapshot.
-        enq_start = Signal()
-        m.d.comb += enq_start.eq(s3["valid"] & s3["start"])
         h = s3["headroom"]
         bound = Signal(acc_bits)
-        m.d.comb += [bound.eq(s3["rel"] + Mux(h > hmax, hmax, h[:acc_bits])),
-                     enq.addr.eq(Mux(enq_start, s3["flow"], self.c_flow))]
+        m.d.comb += bound.eq(s3["rel"] + Mux(h > hmax, hmax, h[:acc_bits]))
         s4 = follow(s3, 4, drop=("headroom", "closed", "give", "cells_if", "need"))
         # The cells a frame needs, and those of a reservation that has waited `patience`
         # cycles (which the frame must leave free). A reservation granted at the end of this
@@ -498,13 +506,24 @@ class FlowQueues(wiring.Component):
         with m.If(start5):
             m.d.sync += w5_first.eq(alloc.cell)
 
-        old = enq.old
+        # The counters' update of a first beat starts here, with the decision known, on the
+        # one entry of the flow's counter pair the frame moves (it writes in stage 7): an
+        # admitted frame adds one and its length to (frames, bytes), a dropped one adds one to
+        # quota or no-buffer drops. In other cycles the port is free for the host's snapshot.
+        # The host's snapshot reads its second entry in `c_read1`, unless a newer request
+        # cancels it (see "counter read port" below).
+        c_read1 = Signal()
+        kind5 = Mux(s5["admitted"], _ADMITTED, _DROPPED)
+        m.d.comb += enq.addr.eq(Mux(start5, Cat(kind5, s5["flow"]),
+                                    Cat(c_read1 & ~self.c_req, self.c_flow)))
+        inc = [Mux(s5["admitted"], 1, ~s5["ok_quota"]),
+               Mux(s5["admitted"], s5["len"], s5["ok_quota"] & ~s5["ok_buf"])]
+        inc7 = [stage(f"s7_inc{k}", v.shape(), stage(f"s6_inc{k}", v.shape(), v))
+                for k, v in enumerate(inc)]
+        start7 = stage("s7_start", 1, stage("s6_start", 1, start5))
         m.d.comb += [
-            enq.write.eq(start5),
-            enq.new.frames.eq(old.frames + s5["admitted"]),
-            enq.new.bytes.eq(old.bytes + Mux(s5["admitted"], s5["len"], 0)),
-            enq.new.drop_quota.eq(old.drop_quota + ~s5["ok_quota"]),
-            enq.new.drop_nobuf.eq(old.drop_nobuf + (s5["ok_quota"] & ~s5["ok_buf"])),
+            enq.write.eq(start7),
+            *(enq.new[k].eq(enq.old[k] + inc7[k]) for k in range(2)),
             # One cycle per frame dropped at its first beat (quota or buffer): the core's
             # events and anything else that wants to notice drops as they happen.
             self.o_dropped.eq(start5 & ~s5["admitted"]),
@@ -659,28 +678,29 @@ class FlowQueues(wiring.Component):
         # -- counter read port ----------------------------------------------------------------
         # A second read port would double every counter memory (a block RAM has one read port
         # beside its write port). The host's snapshot instead reads both counter memories
-        # through their update port, in a cycle in which neither starts an update; two cycles
-        # later their `old` outputs hold the counters as of that cycle (with the writes in
-        # flight forwarded: one instant for all five). A request waits while the port is busy
-        # (at most a cycle or two per frame; the host polls for completion), and a newer
-        # request cancels one in flight.
+        # through their update port: the admitted pair and the dequeue counter in a cycle in
+        # which neither starts an update and no writer update starts in the next cycle
+        # either, the drop pair in that next cycle. Two and three cycles later their `old`
+        # outputs hold the counters as of the first cycle (with the writes in flight forwarded:
+        # one instant for all five). A request waits while the ports are busy (a few cycles
+        # per frame; the host polls for completion), and a newer request cancels one in
+        # flight.
         #
         # The snapshot leaves through registers, a cycle later: `old` comes out of the memories'
         # forwarding multiplexers, and the core's register block, which takes the snapshot,
         # is far away on the chip (this was the device core's longest path).
-        c_pending, c_read1, c_read2, c_taken = Signal(), Signal(), Signal(), Signal()
+        c_pending, c_read2, c_read3, c_taken = Signal(), Signal(), Signal(), Signal()
         c_want = self.c_req | c_pending
-        c_read = c_want & ~enq_start & ~deq_start
+        # A writer update starts in the next cycle iff a first beat is in stage 4 now.
+        c_read = c_want & ~start5 & ~(s4["valid"] & s4["start"]) & ~deq_start
         m.d.sync += [c_pending.eq(c_want & ~c_read), c_read1.eq(c_read),
-                     c_read2.eq(c_read1 & ~self.c_req), c_taken.eq(c_read2 & ~self.c_req)]
+                     c_read2.eq(c_read1 & ~self.c_req), c_read3.eq(c_read2 & ~self.c_req),
+                     c_taken.eq(c_read3 & ~self.c_req)]
         with m.If(c_read2):
-            m.d.sync += [
-                self.c_enq_frames.eq(enq.old.frames),
-                self.c_enq_bytes.eq(enq.old.bytes),
-                self.c_drop_quota.eq(enq.old.drop_quota),
-                self.c_drop_nobuf.eq(enq.old.drop_nobuf),
-                self.c_deq_frames.eq(deq.old),
-            ]
+            m.d.sync += [self.c_enq_frames.eq(enq.old[0]), self.c_enq_bytes.eq(enq.old[1]),
+                         self.c_deq_frames.eq(deq.old)]
+        with m.If(c_read3):
+            m.d.sync += [self.c_drop_quota.eq(enq.old[0]), self.c_drop_nobuf.eq(enq.old[1])]
         m.d.comb += self.c_valid.eq(c_taken & ~self.c_req)
         # Bytes in use (not a CSR counter: for tests and debugging) keep read ports of their
         # own; the released total's port is busy in the very cycle a frame leaves.

@@ -467,23 +467,25 @@ def test_counter_snapshot_waits_for_a_free_port():
     async def bench(ctx):
         for flow in range(3):
             await configure(ctx, dut, model, flow, quota=20)
-        items = list(Traffic(frames).cycles(width)) + [None] * 8
+        items = list(Traffic(frames).cycles(width)) + [None] * 12
         for k, item in enumerate(items):
             ctx.set(dut.c_flow, 1)
-            ctx.set(dut.c_req, k == 3)
+            ctx.set(dut.c_req, k == 5)
             if ctx.get(dut.c_valid):
                 seen.append((k, {name: ctx.get(getattr(dut, f"c_{name}")) for name in names}))
             await step(ctx, dut, model, item, False)
         ctx.set(dut.c_req, 0)
-        # The last first beat is accepted at edge 23 and starts the counters' update in cycle
-        # 26 (stage 3); the port is free in cycle 27, the snapshot read in cycle 29 and valid
-        # from its registers in cycle 30.
-        assert [k for k, _ in seen] == [len(frames) + 6]
+        # The request comes while the first beats' counter updates start in every cycle (stage
+        # 5, from cycle 5). The last first beat is accepted at edge 23 and starts its update in
+        # cycle 28; the port is free in cycle 29 (and no update starts in 30), the two entries
+        # are read in cycles 29 and 30, their values registered in 31 and 32, and the snapshot
+        # is valid in cycle 33.
+        assert [k for k, _ in seen] == [len(frames) + 9]
         assert seen[0][1] == core.counter_values(1)
         assert core.counters[1].drop_nobuf > 0  # the run included drops, counted too
         # Two requests a cycle apart: only the second one's snapshot comes.
         valid = []
-        for k in range(6):
+        for k in range(7):
             ctx.set(dut.c_flow, [0, 2][k > 0])
             ctx.set(dut.c_req, k < 2)
             valid.append(ctx.get(dut.c_valid))
@@ -492,7 +494,7 @@ def test_counter_snapshot_waits_for_a_free_port():
                         for name in names} == core.counter_values(2)
             await step(ctx, dut, model, None, False)
         ctx.set(dut.c_req, 0)
-        assert valid == [0, 0, 0, 0, 1, 0]
+        assert valid == [0, 0, 0, 0, 0, 1, 0]
         await run_traffic(ctx, dut, model, [])
         await check_drained(ctx, dut, model)
 
@@ -669,6 +671,42 @@ def test_strict_priority_between_classes():
         await check_drained(ctx, dut, model)
 
     simulate(dut, bench)
+
+
+def test_fresh_deficit_takes_the_weight_of_the_cycle_the_activation_is_taken():
+    """An activation carries its flow's class, not its weight: the flow's first deficit is the
+    quantum of the weight configured when the scheduler takes the activation. A weight write
+    swept across the cycles around the activation (before the frame is queued, while the
+    activation waits in its FIFO, after it was taken) must match the model in every cycle."""
+    width, quantum = 4, 16
+    dut, core = build(width, flows=2, cells=64, cell_bytes=16, quantum=quantum)
+    model = FlowQueuesCycleModel(core, width)
+    # Flow 1 is backlogged first; flow 0's first frame is queued at edge 24 (its last beat
+    # accepted at edge 19) and its activation can be taken from cycle 28.
+    frames = [(flow, bytes([16 * flow + k]) * 16, 16 * flow + k)
+              for flow in (1, 0) for k in range(4)]
+    orders = []
+
+    async def bench(ctx):
+        for flow in range(2):
+            await configure(ctx, dut, model, flow, quota=4096)
+        heavy = cfg_of(0, quota=4096, weight=4)
+
+        def write_at(when):
+            cycle = iter(range(1 << 10))
+            return lambda: heavy if next(cycle) == when else None
+
+        for when in range(14, 34):
+            run = await run_traffic(ctx, dut, model, Traffic(frames).cycles(width),
+                                    ready=lambda: False, drain=False, cfg=write_at(when))
+            run = await run_traffic(ctx, dut, model, [None] * 4)
+            orders.append(tuple(meta for _, _, meta in run.frames))
+            await configure(ctx, dut, model, 0, quota=4096, weight=1)
+        await check_drained(ctx, dut, model)
+
+    simulate(dut, bench)
+    # The write came early enough to count in some rounds and too late in others.
+    assert len(set(orders)) > 1
 
 
 def test_burst_cannot_starve_a_flow_of_the_same_class():
