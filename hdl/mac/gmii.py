@@ -8,7 +8,7 @@ frames out without backpressure; :class:`GMIITX` adds preamble, padding and FCS 
 inter-packet gap. :class:`GMIIMAC` puts both behind one signature. See docs/mac.md.
 """
 
-from amaranth.hdl import Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -171,12 +171,16 @@ class GMIIRX(wiring.Component):
 
         # The counters count a cycle later, from registered events: the FCS verdict (the CRC
         # register compared with the residue) and a 32-bit increment in one cycle were the
-        # routed core's worst path.
-        ev_r = {name: Signal(name=f"ev_{name}_r") for name in ev}
-        length_r = Signal.like(length)
-        m.d.sync += [*(ev_r[name].eq(ev[name]) for name in ev), length_r.eq(length)]
+        # routed core's worst path. (One register vector and the byte count's addend
+        # registered: the same logic with a register per event and the length registered
+        # crashed the YoWASP Yosys's ABC9 pass on the 16-rule core.)
+        events_r = Signal(len(ev))  # last cycle's events, in the order of `ev`
+        m.d.sync += events_r.eq(Cat(*ev.values()))
+        ev_r = dict(zip(ev, events_r, strict=True))
+        bytes_r = Signal.like(length)
+        m.d.sync += bytes_r.eq(Mux(ev["ok"], length, 0))
         count_events(m, self.frames_ok, ev_r["ok"])
-        m.d.sync += self.bytes_ok.eq(self.bytes_ok + Mux(ev_r["ok"], length_r, 0))
+        m.d.sync += self.bytes_ok.eq(self.bytes_ok + bytes_r)
         count_events(m, self.fcs_errors, ev_r["fcs"])
         count_events(m, self.runts, ev_r["runt"])
         count_events(m, self.giants, ev_r["giant"])
