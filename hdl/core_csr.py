@@ -172,7 +172,7 @@ class CoreRegisters(wiring.Component):
         m.d.comb += classifier.c_index.eq(select.index)
         for block in (*rx_queues, *tx_queues):
             # A queue block reads its counters when their memories' port is free and says so
-            # with `c_valid` (two cycles after the request at the earliest, after `ready`).
+            # with `c_valid` (four cycles after the request at the earliest, after `ready`).
             m.d.comb += [block.c_flow.eq(select.index), block.c_req.eq(settled)]
 
         # The selection is decoded once it is in its register, into one pick per source; the
