@@ -39,7 +39,7 @@ from amaranth.lib.wiring import In, Out
 
 from partner.formats import EVENT, FRAME_META, EventKind
 from partner.hdl.classifier import Classifier
-from partner.hdl.core_csr import CoreRegisters
+from partner.hdl.core_csr import CSR_READ_LATENCY, CoreRegisters
 from partner.hdl.crossbar import FrameSwitch
 from partner.hdl.csr import CSRBus
 from partner.hdl.dispatcher import Dispatcher, switch_layout
@@ -113,7 +113,7 @@ class DeviceCore(wiring.Component):
             "phy_tx": Out(tx_bus).array(ports),
             "rx": Out(stream.Signature(host_rx_layout(width_bytes))).array(queues + 1),
             "tx": In(stream.Signature(host_tx_layout(width_bytes))),
-            "csr": In(CSRBus(self.addr_width)),
+            "csr": In(CSRBus(self.addr_width, CSR_READ_LATENCY)),
             "events": Out(stream.Signature(layout(EVENT))),
         })
 

@@ -6,14 +6,19 @@
 The bus is deliberately small: every host adapter (a PCIe BAR, the byte-stream link, a cocotb
 testbench) turns its accesses into 32-bit word reads and writes.
 
-``CSRBus(addr_width)`` — driven by the host adapter (the initiator):
+``CSRBus(addr_width, read_latency=1)`` — driven by the host adapter (the initiator):
 
 ``addr``    word address (byte offset / 4)
-``r_stb``   read request; ``r_data`` is valid in the next cycle
+``r_stb``   read request; ``r_data`` is valid ``read_latency`` cycles later
 ``w_stb``   write request of ``w_data`` to ``addr``
-``r_data``  read data, one cycle after ``r_stb``
+``r_data``  read data, ``read_latency`` (1 or 2) cycles after ``r_stb``
 
-``RegisterBank(regmap)`` implements the map. Per register (arrays have one element per entry):
+An initiator makes one access at a time and waits for a read's data before the next access.
+A target with ``read_latency=2`` registers the request before it decodes it: the address then
+comes from flip-flops next to its decoder rather than from wherever the initiator is.
+
+``RegisterBank(regmap, read_latency=1)`` implements the map. Per register (arrays have one
+element per entry):
 
 - ``RO``: an input ``<name>`` the design drives; reads return it.
 - ``RW``: an output ``<name>`` holding the last value written (reset value from the map).
@@ -37,8 +42,10 @@ __all__ = ["CSRBus", "RegisterBank"]
 class CSRBus(wiring.Signature):
     """A word-addressed 32-bit register bus, seen from the initiator."""
 
-    def __init__(self, addr_width: int):
-        self.addr_width = addr_width
+    def __init__(self, addr_width: int, read_latency: int = 1):
+        if read_latency not in (1, 2):
+            raise ValueError(f"read_latency must be 1 or 2, not {read_latency!r}")
+        self.addr_width, self.read_latency = addr_width, read_latency
         super().__init__({
             "addr": Out(addr_width),
             "r_stb": Out(1),
@@ -48,13 +55,14 @@ class CSRBus(wiring.Signature):
         })
 
     def __eq__(self, other):
-        return isinstance(other, CSRBus) and other.addr_width == self.addr_width
+        return (isinstance(other, CSRBus) and other.addr_width == self.addr_width
+                and other.read_latency == self.read_latency)
 
     def __hash__(self):
-        return hash(("CSRBus", self.addr_width))
+        return hash(("CSRBus", self.addr_width, self.read_latency))
 
     def __repr__(self):
-        return f"CSRBus({self.addr_width})"
+        return f"CSRBus({self.addr_width}, read_latency={self.read_latency})"
 
 
 def _member(shape, count):
@@ -64,10 +72,10 @@ def _member(shape, count):
 class RegisterBank(wiring.Component):
     """The registers of `regmap` behind a `CSRBus` target port named ``bus``."""
 
-    def __init__(self, regmap: RegisterMap):
+    def __init__(self, regmap: RegisterMap, *, read_latency: int = 1):
         self.regmap = regmap
         self.addr_width = max(1, (regmap.size // 4 - 1).bit_length())
-        members = {"bus": In(CSRBus(self.addr_width)), "bad_access": Out(1)}
+        members = {"bus": In(CSRBus(self.addr_width, read_latency)), "bad_access": Out(1)}
         for reg in regmap:
             if reg.access is Access.RO:
                 members[reg.name] = _member(In(32), reg.count)
@@ -89,6 +97,15 @@ class RegisterBank(wiring.Component):
         bus = self.bus
         r_data = Signal(32)
         m.d.comb += bus.r_data.eq(r_data)
+        # The request as decoded: the bus itself, or (read latency 2) the bus a cycle ago.
+        # Writes then land a cycle later too, so accesses keep their order.
+        if bus.signature.read_latency == 2:
+            req = wiring.Signature({"addr": Out(self.addr_width), "r_stb": Out(1),
+                                    "w_stb": Out(1), "w_data": Out(32)}).create()
+            m.d.sync += [req.addr.eq(bus.addr), req.r_stb.eq(bus.r_stb),
+                         req.w_stb.eq(bus.w_stb), req.w_data.eq(bus.w_data)]
+        else:
+            req = bus
 
         # One table of what each word address reads, is written into, and whether it exists;
         # the read is one multiplexer over the readable words only (write-only and unmapped
@@ -99,38 +116,38 @@ class RegisterBank(wiring.Component):
             for index, entry in enumerate(entries):
                 addr = reg.address(index) // 4
                 known.append(addr)
-                hit = bus.addr == addr
+                hit = req.addr == addr
                 if reg.access is Access.RO:
                     readable[addr] = entry
                 elif reg.access is Access.RW:
                     readable[addr] = entry
                     writable.append(addr)
-                    with m.If(bus.w_stb & hit):
-                        m.d.sync += entry.eq(bus.w_data)
+                    with m.If(req.w_stb & hit):
+                        m.d.sync += entry.eq(req.w_data)
                 elif reg.access is Access.WO:
                     writable.append(addr)
                     stb = self._entries(reg, "_stb")[index]
-                    m.d.sync += stb.eq(bus.w_stb & hit)
-                    with m.If(bus.w_stb & hit):
-                        m.d.sync += entry.eq(bus.w_data)
+                    m.d.sync += stb.eq(req.w_stb & hit)
+                    with m.If(req.w_stb & hit):
+                        m.d.sync += entry.eq(req.w_data)
                 elif reg.access is Access.RC:
                     # Sticky bits: a read returns them and clears them, except the bits set in
                     # that same cycle, which are kept for the next read.
                     bits = Signal(32, name=f"{reg.name}_bits_{index}")
                     readable[addr] = bits
-                    with m.If(bus.r_stb & hit):
+                    with m.If(req.r_stb & hit):
                         m.d.sync += bits.eq(entry)
                     with m.Else():
                         m.d.sync += bits.eq(bits | entry)
 
         words = Array(readable.get(addr, Const(0, 32)) for addr in range(1 << self.addr_width))
-        m.d.sync += r_data.eq(Mux(bus.r_stb, words[bus.addr], 0))
+        m.d.sync += r_data.eq(Mux(req.r_stb, words[req.addr], 0))
 
         def member_of(addresses):
             table = sum(1 << a for a in addresses)
-            return Const(table, 1 << self.addr_width).bit_select(bus.addr, 1)
+            return Const(table, 1 << self.addr_width).bit_select(req.addr, 1)
 
         m.d.comb += self.bad_access.eq(
-            (bus.r_stb & ~member_of(known)) | (bus.w_stb & ~member_of(writable))
+            (req.r_stb & ~member_of(known)) | (req.w_stb & ~member_of(writable))
         )
         return m

@@ -22,6 +22,7 @@ from cocotbext.eth import GmiiFrame, GmiiSink, GmiiSource, XgmiiFrame, XgmiiSink
 
 from partner.device_control import DeviceControl
 from partner.formats import ACTION, EVENT, FRAME_META
+from partner.hdl.core_csr import CSR_READ_LATENCY
 
 __all__ = ["CsrMaster", "DeviceHarness", "HostFrame", "SimRegisterBus"]
 
@@ -29,7 +30,8 @@ CLOCK_NS = {1: 8.0, 8: 6.4}  # 125 MHz for GMII, 156.25 MHz for XGMII
 
 
 class CsrMaster:
-    """Word reads and writes on the core's CSR bus, one at a time, with an idle cycle after."""
+    """Word reads and writes on the core's CSR bus, one at a time, with an idle cycle after;
+    read data is taken `CSR_READ_LATENCY` cycles after the strobe."""
 
     def __init__(self, dut):
         self.dut = dut
@@ -44,6 +46,8 @@ class CsrMaster:
             dut.csr__r_stb.value = 1
             await RisingEdge(dut.clk)
             dut.csr__r_stb.value = 0
+            for _ in range(CSR_READ_LATENCY - 1):
+                await RisingEdge(dut.clk)
             await ReadOnly()
             value = int(dut.csr__r_data.value)
             await RisingEdge(dut.clk)

@@ -1,8 +1,9 @@
 """The register bank generated from a register map, driven over the CSR bus."""
 
+import pytest
 from amaranth.sim import Simulator
 
-from partner.hdl.csr import RegisterBank
+from partner.hdl.csr import CSRBus, RegisterBank
 from partner.wire import Access, Register, RegisterMap
 
 REGS = RegisterMap(
@@ -28,6 +29,9 @@ class Host:
         self.ctx.set(self.bus.r_stb, 1)
         await self.ctx.tick()
         self.ctx.set(self.bus.r_stb, 0)
+        for _ in range(self.bus.signature.read_latency - 1):
+            assert self.ctx.get(self.bus.r_data) == 0  # not yet: 0 until the data is due
+            await self.ctx.tick()
         return self.ctx.get(self.bus.r_data)
 
     async def write(self, address, value):
@@ -38,8 +42,8 @@ class Host:
         self.ctx.set(self.bus.w_stb, 0)
 
 
-def run(testbench):
-    dut = RegisterBank(REGS)
+def run(testbench, read_latency=1):
+    dut = RegisterBank(REGS, read_latency=read_latency)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
 
@@ -109,3 +113,49 @@ def test_bad_accesses_are_ignored_and_flagged():
         assert await host.read(REGS["scratch"].offset) == 0x1234
 
     run(bench)
+
+
+def test_read_latency_two_decodes_the_registered_request():
+    """With ``read_latency=2`` (the device core's bank) the request is registered first: reads
+    answer a cycle later, writes land a cycle later, accesses back to back keep their order,
+    clear-on-read and the bad-access flag follow the registered request."""
+    async def bench(ctx, dut, host):
+        ctx.set(dut.ident, 0xCAFEF00D)
+        assert await host.read(REGS["ident"].offset) == 0xCAFEF00D
+        await host.write(REGS["scratch"].offset, 0xDEADBEEF)
+        assert ctx.get(dut.scratch) == 0x1234  # still in the request register
+        assert await host.read(REGS["scratch"].offset) == 0xDEADBEEF  # the very next access
+        await host.write(REGS["command"].offset, 7)
+        assert ctx.get(dut.command_stb) == 0
+        await ctx.tick()
+        assert ctx.get(dut.command_stb) == 1 and ctx.get(dut.command) == 7
+        ctx.set(dut.errors_set, 0b01)
+        await ctx.tick()
+        ctx.set(dut.errors_set, 0)
+        ctx.set(dut.bus.addr, REGS["errors"].offset // 4)
+        ctx.set(dut.bus.r_stb, 1)
+        await ctx.tick()
+        ctx.set(dut.bus.r_stb, 0)
+        ctx.set(dut.errors_set, 0b10)  # set while the read is decoded: kept for the next one
+        await ctx.tick()
+        ctx.set(dut.errors_set, 0)
+        assert ctx.get(dut.bus.r_data) == 0b01
+        assert await host.read(REGS["errors"].offset) == 0b10
+        assert await host.read(REGS["errors"].offset) == 0
+        ctx.set(dut.bus.addr, REGS["ident"].offset // 4)
+        ctx.set(dut.bus.w_stb, 1)  # a write to a read-only register
+        flagged = [ctx.get(dut.bad_access)]
+        await ctx.tick()
+        ctx.set(dut.bus.w_stb, 0)
+        flagged.append(ctx.get(dut.bad_access))
+        await ctx.tick()
+        flagged.append(ctx.get(dut.bad_access))
+        assert flagged == [0, 1, 0]
+        assert await host.read(REGS["ident"].offset) == 0xCAFEF00D
+
+    run(bench, read_latency=2)
+
+
+def test_read_latency_is_one_or_two():
+    with pytest.raises(ValueError, match="read_latency must be 1 or 2"):
+        CSRBus(8, read_latency=3)

@@ -73,7 +73,8 @@ class PcieCard(wiring.Component):
         m.submodules.core = core
         m.submodules.engine = engine
         m.submodules.completer = completer = Bar0Completer(
-            self.width, core_addr_width=core.addr_width, dma_addr_width=DMA_ADDR_WIDTH)
+            self.width, core_addr_width=core.addr_width, dma_addr_width=DMA_ADDR_WIDTH,
+            core_read_latency=core.csr.signature.read_latency)
         m.submodules.msix = msix = MsixTable(self.width, self.vectors)
         m.submodules.requests = requests = RequestArbiter(self.width, 2)
 

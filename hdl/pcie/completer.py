@@ -10,7 +10,9 @@ request by window and turns it into a word access on a `CSRBus` initiator port:
 - ``msix`` (0x2000 table, 0x3000 PBA): one port for both MSI-X windows, word address
   ``window_bit << 10 | word`` (bit 10 set for the PBA), see `partner.hdl.pcie.msix`.
 
-A port narrower than a window (``core_addr_width`` / ``dma_addr_width`` < 10) sees only the first
+The ``core`` port's read latency is ``core_read_latency`` (the device core's register bank takes
+two cycles); the others answer in one. A port narrower than a window (``core_addr_width`` /
+``dma_addr_width`` < 10) sees only the first
 ``4 << addr_width`` bytes of it; a dword beyond is unmapped: reads return 0, writes are ignored,
 as `partner.pcie.bar` says for every unmapped offset. So a small register bank never aliases.
 
@@ -101,7 +103,7 @@ class Bar0Completer(wiring.Component):
     """
 
     def __init__(self, width: int, *, core_addr_width: int = WINDOW_ADDR_WIDTH,
-                 dma_addr_width: int = WINDOW_ADDR_WIDTH):
+                 dma_addr_width: int = WINDOW_ADDR_WIDTH, core_read_latency: int = 1):
         for name, value in (("core_addr_width", core_addr_width),
                             ("dma_addr_width", dma_addr_width)):
             if not 1 <= value <= WINDOW_ADDR_WIDTH:
@@ -112,7 +114,7 @@ class Bar0Completer(wiring.Component):
             "req_in": In(TlpStream(width)),
             "cpl_out": Out(TlpStream(width)),
             "config": In(EndpointConfig()),
-            "core": Out(CSRBus(core_addr_width)),
+            "core": Out(CSRBus(core_addr_width, core_read_latency)),
             "dma": Out(CSRBus(dma_addr_width)),
             "msix": Out(CSRBus(MSIX_ADDR_WIDTH)),
             "unsupported": Out(1),
@@ -289,6 +291,15 @@ class Bar0Completer(wiring.Component):
                 m.d.sync += [rd_window.eq(window), rd_enable.eq((be != 0) & mapped)]
                 with m.If(be != 0):
                     strobe("r_stb")
+                if self.core.signature.read_latency == 2:
+                    with m.If(window == _WINDOW["core"]):
+                        m.next = "READ_WAIT"
+                    with m.Else():
+                        m.next = "READ_DATA"
+                else:
+                    m.next = "READ_DATA"
+
+            with m.State("READ_WAIT"):  # the core's registers answer a cycle later
                 m.next = "READ_DATA"
 
             with m.State("READ_DATA"):

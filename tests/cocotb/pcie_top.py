@@ -12,6 +12,7 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from partner.hdl.core_csr import CSR_READ_LATENCY
 from partner.hdl.csr import RegisterBank
 from partner.hdl.pcie.completer import Bar0Completer
 from partner.hdl.pcie.msix import MsixTable
@@ -46,10 +47,11 @@ CORE_CONFIG = {"ports": 2, "queues": 4, "rules": 16, "tx_flows": 8, "width_bytes
 class Bar0Top(wiring.Component):
     def __init__(self, width: int, vectors: int):
         self.width, self.vectors = width, vectors
-        self.core_bank = RegisterBank(REGISTERS)
+        self.core_bank = RegisterBank(REGISTERS, read_latency=CSR_READ_LATENCY)  # as the core's
         self.test_bank = RegisterBank(TEST_REGISTERS)
         self.completer = Bar0Completer(width, core_addr_width=self.core_bank.addr_width,
-                                       dma_addr_width=self.test_bank.addr_width)
+                                       dma_addr_width=self.test_bank.addr_width,
+                                       core_read_latency=CSR_READ_LATENCY)
         self.msix = MsixTable(width, vectors)
         super().__init__({
             "req_in": In(TlpStream(width)),
