@@ -170,7 +170,12 @@ class CoreRegisters(wiring.Component):
         bank = self.bank
         select = Signal(layout(COUNTER_SELECT))
         m.d.comb += select.eq(bank.counter_select)
+        # `written`: the cycle the bank takes the write (the register holds it from the next
+        # one), which with read latency 2 is the cycle after the bus's strobe.
         written = bank.bus.w_stb & (bank.bus.addr == REGISTERS["counter_select"].offset // 4)
+        if CSR_READ_LATENCY == 2:
+            written_on_bus, written = written, Signal()
+            m.d.sync += written.eq(written_on_bus)
         settled = Signal()  # the register holds the new selection
         ready = Signal()  # the memories' outputs belong to it
         m.d.sync += [settled.eq(written), ready.eq(settled)]
