@@ -25,12 +25,15 @@ The core runs in one clock domain, `sync` (125 MHz at width 1 for 1G ports, 156.
 8 for 10G ports); board wrappers cross the PHYs' own receive clocks into it.
 
 Register slices (`StreamSlice`, one beat per cycle, every output from a flip-flop) sit on the
-frame path between blocks: receive FIFO → dispatcher, dispatcher → switch, host gate → switch,
-switch → each flow-queue block, TX flow queues → MAC. Without them a frame's handshake ran from
-the receive FIFO's block RAM through the dispatcher's action decode and the switch's round robin
-into the flow-queue block's quota lookup, and the ready back into the block RAM's enable, in one
-cycle. They add three cycles to a frame's way from the wire to its queue and from the host to
-the wire.
+frame path between blocks: receive FIFO → dispatcher, result queue → dispatcher, dispatcher →
+switch, host gate → switch, switch → each flow-queue block, TX flow queues → MAC. Without them a
+frame's handshake ran from the receive FIFO's block RAM through the dispatcher's action decode
+and the switch's round robin into the flow-queue block's quota lookup, and the ready back into
+the block RAM's enable, in one cycle. The result slice does the same for the classifier's result
+queue: its block RAM sits wherever the placer found one free, and its output through the
+dispatcher's action decode back into its own read enable was two trips across the chip in one
+cycle (the routed worst path at 87.5 MHz). They add three cycles to a frame's way from the wire
+to its queue and from the host to the wire.
 """
 
 from amaranth.hdl import Const, Module, Signal
@@ -145,7 +148,8 @@ class DeviceCore(wiring.Component):
             ]
             wiring.connect(m, port.o_lookup, classifier.i_lookup[p])
             wiring.connect(m, port.o_frame, self._slice(m, f"frame_{p}", dispatcher.i_frame))
-            wiring.connect(m, classifier.o_result[p], dispatcher.i_result)
+            wiring.connect(m, classifier.o_result[p],
+                           self._slice(m, f"result_{p}", dispatcher.i_result))
             wiring.connect(m, dispatcher.o, self._slice(m, f"dispatch_{p}", switch.i[p]))
             rx_macs.append(rx_mac)
             tx_macs.append(tx_mac)
@@ -245,5 +249,6 @@ class DeviceCore(wiring.Component):
         m.submodules.events = events = EventMerger([(kind, unit) for kind, unit, _ in sources])
         for i, (_, _, strobe) in enumerate(sources):
             m.d.comb += events.i_strobe[i].eq(strobe)
-        wiring.connect(m, events.o, wiring.flipped(self.events))
+        # Sliced: the host's ready would otherwise run into every pending count's clear.
+        wiring.connect(m, events.o, self._slice(m, "events", wiring.flipped(self.events)))
 

@@ -54,12 +54,13 @@ class EventMerger(wiring.Component):
                         with m.If(nonzero[i]):
                             m.d.comb += [chosen.eq(i), some.eq(1)]
         pick = Signal(range(n))
+        pick_1h = Signal(n)  # `pick`, one-hot: each count's "taken" is then one LUT
         picked = Signal()  # `pick` names a source with a pending count, to be sent
         out = self.o
         send = Signal()
         m.d.comb += send.eq(picked & (~out.valid | out.ready))  # the output register is free
         with m.If(~picked):
-            m.d.sync += [pick.eq(chosen), picked.eq(some)]
+            m.d.sync += [pick.eq(chosen), pick_1h.eq(1 << chosen), picked.eq(some)]
         with m.Elif(send):
             m.d.sync += picked.eq(0)
 
@@ -73,7 +74,7 @@ class EventMerger(wiring.Component):
                         m.d.sync += [out.payload.kind.eq(kind), out.payload.unit.eq(unit),
                                      out.payload.count.eq(counts[i])]
         for i in range(n):
-            taken = send & (pick == i)
+            taken = send & pick_1h[i]
             bumped = Mux(counts[i] == limit, limit, counts[i] + 1)
             with m.If(taken):
                 m.d.sync += [counts[i].eq(self.i_strobe[i]), nonzero[i].eq(self.i_strobe[i])]
