@@ -9,7 +9,9 @@ highest ``priority`` wins, equal priorities go to the lowest index. No match, or
 
 Storage: ``ways`` memories of ``depth = ceil(entries / ways)`` words of the whole 896-bit
 `FLOW_RULE`; entry *e* lives in way ``e % ways`` at address ``e // ways``. One lookup reads one
-address of every way per cycle, so the table answers one key every ``depth`` cycles.
+address of every way per cycle, so the table answers one key every ``depth`` cycles. Each way is
+built of 128-column slices whose read addresses come from copies of one counter, so that no
+address net spans the whole table.
 
 Pipeline of one lookup accepted in cycle *a* (each step registered at the end of its cycle)::
 
@@ -57,6 +59,7 @@ from .wire import layout
 __all__ = ["FlowTable", "result_layout"]
 
 _GROUP = 16  # key bits per first-level mismatch group: 3 inputs per bit, ~3 LUT levels
+_SLICE_BITS = 128  # rule columns per read address register: 32 LUT RAM cells per address bit
 
 
 def result_layout() -> data.StructLayout:
@@ -155,18 +158,29 @@ class FlowTable(wiring.Component):
         # cell of every way, wherever the placer put them (with 64 rules this was the routed
         # core's worst path, from the register block across the chip). A write still replaces
         # a whole entry in one cycle, one cycle later.
-        r_rule = Signal(layout(FLOW_RULE))
-        r_addr = Signal.like(w_addr)
+        r_rule = Signal(layout(FLOW_RULE), reset_less=True)
+        r_addr = Signal.like(w_addr, reset_less=True)
         r_en = Signal(W)
         m.d.sync += [r_rule.eq(self.w_rule), r_addr.eq(w_addr),
                      r_en.eq(Cat(self.w_en & (w_way == k) for k in range(W)))]
+        # Each way is stored as slices of `_SLICE_BITS` columns, each slice with a read address
+        # register of its own (below): one address register driving all 224 LUT RAM cells of
+        # an 896-bit entry was a net across the whole table, and the read behind it was the
+        # routed core's most common failing path (480 endpoints at 150 MHz).
+        rule_bits = layout(FLOW_RULE).size
+        slices = [(lo, min(lo + _SLICE_BITS, rule_bits)) for lo in range(0, rule_bits, _SLICE_BITS)]
+        read_ports = []  # per way: the slices' read ports, lowest columns first
         for k in range(W):
-            mem = Memory(shape=layout(FLOW_RULE), depth=D, init=[])
-            m.submodules[f"rules{k}"] = mem
-            wp = mem.write_port()
-            rp = mem.read_port(domain="sync")  # not transparent: a write lands after the edge
-            m.d.comb += [wp.addr.eq(r_addr), wp.data.eq(r_rule), wp.en.eq(r_en[k])]
-            ways.append(rp)
+            ports = []
+            for j, (lo, hi) in enumerate(slices):
+                mem = Memory(shape=hi - lo, depth=D, init=[])
+                m.submodules[f"rules{k}_{j}"] = mem
+                wp = mem.write_port()
+                rp = mem.read_port(domain="sync")  # not transparent: a write lands after the edge
+                m.d.comb += [wp.addr.eq(r_addr), wp.data.eq(r_rule.as_value()[lo:hi]),
+                             wp.en.eq(r_en[k])]
+                ports.append(rp)
+            read_ports.append(ports)
 
         # ---- result FIFO and credits ------------------------------------------------------
         res_w = result_layout().size
@@ -178,7 +192,7 @@ class FlowTable(wiring.Component):
         # ---- scan control -------------------------------------------------------------------
         busy = Signal()
         addr = Signal(range(max(D, 2)))
-        scan_key = Signal(key_l)
+        scan_key = Signal(key_l, reset_less=True)
         last_step = busy & (addr == D - 1)
         i = self.i_key
         m.d.comb += i.ready.eq((~busy | last_step) & (pending < self.fifo_depth))
@@ -199,24 +213,39 @@ class FlowTable(wiring.Component):
         tag0 = Signal(tag_l)
         m.d.comb += [tag0.valid.eq(busy), tag0.first.eq(addr == 0),
                      tag0.last.eq(addr == D - 1), tag0.addr.eq(addr)]
-        for rp in ways:
-            m.d.comb += [rp.addr.eq(addr), rp.en.eq(1)]
+        # One copy of `addr` per slice, each counting on its own flip-flops (so that synthesis
+        # keeps them apart) and driving only its slice's cells in every way.
+        for j in range(len(slices)):
+            copy = Signal.like(addr, name=f"addr_{j}")
+            with m.If(accept | last_step):
+                m.d.sync += copy.eq(0)
+            with m.Elif(busy):
+                m.d.sync += copy.eq(copy + 1)
+            for ports in read_ports:
+                m.d.comb += [ports[j].addr.eq(copy), ports[j].en.eq(1)]
+        for ports in read_ports:
+            word = Signal(layout(FLOW_RULE))
+            m.d.comb += word.eq(Cat(rp.data for rp in ports))
+            ways.append(word)
 
-        def stage(prev, name):
+        # Only the tags' `valid`, `done` and the counters need a reset: keys, rules and
+        # candidates are qualified by a tag. Without one, the table's 3 400 pipeline flip-flops
+        # are off the reset net, which reaches every flip-flop that has one.
+        def stage(prev, name, reset_less=True):
             shape = prev.shape() if isinstance(prev, data.View) else Value.cast(prev).shape()
-            nxt = Signal(shape, name=name)
+            nxt = Signal(shape, name=name, reset_less=reset_less)
             m.d.sync += nxt.eq(prev)
             return nxt
 
         # a+1+j -> a+2+j: the memory's register; the tag and key follow.
-        tag1, key1 = stage(tag0, "tag1"), stage(scan_key, "key1")
+        tag1, key1 = stage(tag0, "tag1", reset_less=False), stage(scan_key, "key1")
         # a+2+j -> a+3+j: register the memory output, away from the compare.
-        tag2, key2 = stage(tag1, "tag2"), stage(key1, "key2")
-        rule2 = [stage(rp.data, f"rule2_{k}") for k, rp in enumerate(ways)]
+        tag2, key2 = stage(tag1, "tag2", reset_less=False), stage(key1, "key2")
+        rule2 = [stage(word, f"rule2_{k}") for k, word in enumerate(ways)]
 
         # a+3+j: (key & mask) ^ value per bit, OR-reduced per group.
-        tag3 = stage(tag2, "tag3")
-        malformed3 = Signal()
+        tag3 = stage(tag2, "tag3", reset_less=False)
+        malformed3 = Signal(reset_less=True)
         m.d.sync += malformed3.eq(key2.flags[KeyFlag.MALFORMED.bit_length() - 1])
         kv = Value.cast(key2)
         width = len(kv)
@@ -224,10 +253,10 @@ class FlowTable(wiring.Component):
         cand3 = []
         for k, r in enumerate(rule2):
             diff = (kv & Value.cast(r.mask)) ^ Value.cast(r.value)
-            miss = Signal(len(groups), name=f"miss3_{k}")
+            miss = Signal(len(groups), name=f"miss3_{k}", reset_less=True)
             m.d.sync += miss.eq(Cat(diff[g:g + _GROUP].any() for g in groups))
             meta = Signal(data.StructLayout({"valid": 1, "priority": 8, "action": layout(ACTION)}),
-                          name=f"meta3_{k}")
+                          name=f"meta3_{k}", reset_less=True)
             m.d.sync += [meta.valid.eq(r.valid), meta.priority.eq(r.priority),
                          meta.action.eq(r.action)]
             cand3.append((miss, meta))
@@ -235,10 +264,10 @@ class FlowTable(wiring.Component):
         # a+4+j: the match bit of every way.
         cand_l = data.StructLayout({"match": 1, "priority": 8, "index": index_w,
                                     "action": layout(ACTION)})
-        tag4 = stage(tag3, "tag4")
+        tag4 = stage(tag3, "tag4", reset_less=False)
         cand4 = []
         for k, (miss, meta) in enumerate(cand3):
-            c = Signal(cand_l, name=f"cand4_{k}")
+            c = Signal(cand_l, name=f"cand4_{k}", reset_less=True)
             m.d.sync += [c.match.eq(meta.valid & ~miss.any() & ~malformed3),
                          c.priority.eq(meta.priority), c.action.eq(meta.action),
                          c.index.eq(tag3.addr * W + k)]
@@ -255,10 +284,10 @@ class FlowTable(wiring.Component):
         while len(level) > 1:
             level = [better(level[n], level[n + 1]) if n + 1 < len(level) else level[n]
                      for n in range(0, len(level), 2)]
-        tag5, cand5 = stage(tag4, "tag5"), stage(level[0], "cand5")
+        tag5, cand5 = stage(tag4, "tag5", reset_less=False), stage(level[0], "cand5")
 
         # a+6+j: running best; a strictly higher priority replaces (earlier index wins ties).
-        best = Signal(cand_l)
+        best = Signal(cand_l, reset_less=True)
         done = Signal()
         with m.If(tag5.valid & (tag5.first | (cand5.match & (
                 ~best.match | (cand5.priority > best.priority))))):
