@@ -52,7 +52,7 @@ from amaranth.utils import ceil_log2, exact_log2
 from partner.formats import FRAME_META
 
 from .cell_buffer import CellAllocator
-from .rmw_memory import RmwMemory
+from .rmw_memory import RmwMemory, registered_write
 from .scheduler import Scheduler, frame_ref
 from .stream import PacketStream, packet_layout
 from .wire import layout
@@ -231,7 +231,11 @@ class FlowQueues(wiring.Component):
             data_banks.append(Memory(shape=8 * w, depth=(cells - low_cells) * bpc, init=[]))
         for k, bank in enumerate(data_banks):
             m.submodules[("data_mem", "data_mem_high")[k]] = bank
-        data_wr = [bank.write_port() for bank in data_banks]
+        # Beats are written a cycle after stage 5 decides them, from registers: a bank is
+        # several block RAMs wherever the placer found them, and the cell choice in front of
+        # their address was a path across the chip. The reader reads a beat many cycles after
+        # its frame is committed (through the scheduler), never in the cycle it is written.
+        data_wr = [registered_write(m, bank) for bank in data_banks]
         data_rd = [bank.read_port() for bank in data_banks]
 
         def in_bank(k, cell):

@@ -9,8 +9,9 @@ An update of entry ``a`` is three cycles long:
 ====== =======================================================================================
 cycle  work
 ====== =======================================================================================
-0      ``addr`` (and ``start``) name the entry; the memory is read at the end of the cycle
-1      the block RAM's output is registered
+0      ``addr`` (and ``start``) name the entry; a block RAM is read at the end of the cycle
+1      the block RAM's output is registered (LUT RAM: read from the registered address, and
+       registered)
 2      ``old`` is the entry's current value; the user sets ``new`` and ``write``: the entry
        is that value from the next cycle on (the memory itself is written a cycle later)
 ====== =======================================================================================
@@ -32,7 +33,22 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["RmwMemory"]
+__all__ = ["RmwMemory", "registered_write"]
+
+
+def registered_write(m, memory):
+    """A write port of `memory` whose address, data and enable are registered on their way:
+    returns a view to drive like the port, the write landing one cycle later. The logic that
+    decides a write then ends in flip-flops next to it, and only their fan-out to the memory's
+    cells (wherever the placer found block RAM or LUT RAM sites) lies before the write."""
+    port = memory.write_port()
+    request = Signal(data.StructLayout({
+        "addr": len(port.addr), "data": memory.shape, "en": 1}))
+    # Address and data need no reset (the enable qualifies them): fewer loads on the reset net.
+    addr, value = Signal.like(port.addr, reset_less=True), Signal(memory.shape, reset_less=True)
+    m.d.sync += [addr.eq(request.addr), value.eq(request.data), port.en.eq(request.en)]
+    m.d.comb += [port.addr.eq(addr), port.data.eq(value)]
+    return request
 
 
 class RmwMemory(wiring.Component):
@@ -88,12 +104,25 @@ class RmwMemory(wiring.Component):
         m.submodules.mem = mem = Memory(shape=self.shape, depth=self.depth, init=[],
                                         attrs=attrs)
         wr = mem.write_port()
-        rd = mem.read_port()
-
-        addr1, addr2 = Signal.like(self.addr), Signal.like(self.addr)
-        d1 = Signal(self.shape)  # the memory's output, registered
-        m.d.sync += [addr1.eq(self.addr), addr2.eq(addr1), d1.eq(rd.data)]
-        m.d.comb += rd.addr.eq(self.addr)
+        # Addresses and data are qualified by the flags (`write`, `p*_en`, `fwd*`), so only the
+        # flags have a reset: fewer loads on the reset net, which reaches every such flip-flop.
+        addr1 = Signal.like(self.addr, reset_less=True)
+        addr2 = Signal.like(self.addr, reset_less=True)
+        rd_data = Signal(self.shape)  # the entry read for the update in cycle 1
+        d1 = Signal(self.shape, reset_less=True)  # ... registered
+        m.d.sync += [addr1.eq(self.addr), addr2.eq(addr1), d1.eq(rd_data)]
+        if self.ram_style == "distributed":
+            # LUT RAM reads asynchronously: read in cycle 1 from the registered address, so
+            # that the user's address logic ends in a flip-flop next to it, and only that
+            # register's fan-out to the cells lies before the read (the read register of a
+            # synchronous port would instead put the address logic, the fan-out and the read
+            # in one cycle). The read then sees a write stored at the end of cycle 0 that the
+            # block RAM's read misses; that write is `p3` in cycle 2 and forwarded anyway.
+            rd = mem.read_port(domain="comb")
+            m.d.comb += [rd.addr.eq(addr1), rd_data.eq(rd.data)]
+        else:
+            rd = mem.read_port()
+            m.d.comb += [rd.addr.eq(self.addr), rd_data.eq(rd.data)]
 
         # Writes decided in cycle 2 are stored one cycle later, from registers (`p1`), so that
         # no path runs from the user's decision into the memory. The memory read in cycle 0
@@ -105,8 +134,8 @@ class RmwMemory(wiring.Component):
         # wherever the placer spreads them (LUT RAM), and from there it was the routed core's
         # worst path into this multiplexer (6.3 ns of wire, across the chip).
         p1_en, p2_en = Signal(), Signal()
-        p1_addr = Signal.like(self.addr)
-        p1_data, p2_data, p3_data = (Signal(self.shape) for _ in range(3))
+        p1_addr = Signal.like(self.addr, reset_less=True)
+        p1_data, p2_data, p3_data = (Signal(self.shape, reset_less=True) for _ in range(3))
         fwd1, fwd2, fwd3 = Signal(), Signal(), Signal()
         hit2_0, hit3_0 = Signal(), Signal()
         m.d.sync += [p1_en.eq(self.write), p1_addr.eq(addr2), p1_data.eq(self.new),

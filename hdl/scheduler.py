@@ -55,6 +55,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
+from .rmw_memory import registered_write
+
 __all__ = ["Scheduler", "frame_ref"]
 
 
@@ -159,13 +161,20 @@ class Scheduler(wiring.Component):
         conf_take = conf_mem.read_port(domain="comb")  # the weight of an activation taken
         m.d.comb += [conf_wr.addr.eq(self.cfg_flow), conf_wr.data.cls.eq(self.cfg_class),
                      conf_wr.data.weight.eq(self.cfg_weight), conf_wr.en.eq(self.cfg_en)]
+        # Writes to the deficit, head and link memories reach them one cycle after the step
+        # or activation decides them, from registers: the decision (a multiplexer between the
+        # activation and the step) then ends in flip-flops next to it, and only their fan-out
+        # to the LUT RAM cells, which the placer puts wherever RAM sites are free, lies before
+        # the write. Nothing reads a written entry sooner: S1, the only reader, comes two
+        # cycles after any write at the earliest (after an activation, or S3 or S6 of a step).
         m.submodules.deficit_mem = deficit_mem = Memory(shape=dbits, depth=n, init=[],
                                                         attrs=lut)
-        deficit_wr, deficit_rd = deficit_mem.write_port(), deficit_mem.read_port(domain="comb")
+        deficit_wr, deficit_rd = registered_write(m, deficit_mem), deficit_mem.read_port(
+            domain="comb")
         m.submodules.head_mem = head_mem = Memory(shape=ref, depth=n, init=[], attrs=lut)
-        head_wr, head_rd = head_mem.write_port(), head_mem.read_port(domain="comb")
+        head_wr, head_rd = registered_write(m, head_mem), head_mem.read_port(domain="comb")
         m.submodules.link_mem = link_mem = Memory(shape=range(n), depth=n, init=[], attrs=lut)
-        link_wr, link_rd = link_mem.write_port(), link_mem.read_port(domain="comb")
+        link_wr, link_rd = registered_write(m, link_mem), link_mem.read_port(domain="comb")
         m.submodules.deq_mem = deq_mem = Memory(shape=self.count_bits, depth=n, init=[],
                                                 attrs=lut)
         deq_wr = deq_mem.write_port()
@@ -185,7 +194,7 @@ class Scheduler(wiring.Component):
         wp, rp = Signal(abits + 1), Signal(abits + 1)
         # The entry is registered before it is written (off the path of the queues' decision).
         push = Signal()
-        entry = Signal(act_layout)
+        entry = Signal(act_layout, reset_less=True)
         m.d.comb += [conf_act.addr.eq(self.act_flow),
                      self.act_class.eq(conf_act.data.cls)]
         m.d.sync += [push.eq(self.act_valid), entry.flow.eq(self.act_flow),
@@ -194,7 +203,7 @@ class Scheduler(wiring.Component):
         with m.If(push):
             m.d.sync += wp.eq(wp + 1)
         v1, v2 = Signal(), Signal()
-        act = Signal(act_layout)
+        act = Signal(act_layout, reset_less=True)
         m.d.comb += conf_take.addr.eq(act.flow)
         pop = Signal()
         move = v1 & (~v2 | pop)
@@ -223,7 +232,7 @@ class Scheduler(wiring.Component):
         m.d.sync += [s1.eq(start), s2.eq(s1), s3.eq(s2)]
 
         st_c = Signal(nc)  # the class of the step, one-hot
-        st_f = Signal(range(n))
+        st_f = Signal(range(n), reset_less=True)
         top = Signal(nc)  # one-hot: the highest non-empty class
         m.d.comb += top.eq(Cat(lnon[c] & ~lnon[c + 1:].any() for c in range(nc)))
         with m.If(start):
@@ -235,13 +244,15 @@ class Scheduler(wiring.Component):
         m.d.comb += [conf_rd.addr.eq(st_f), deficit_rd.addr.eq(st_f),
                      head_rd.addr.eq(st_f), link_rd.addr.eq(st_f), deq_rd.addr.eq(st_f),
                      self.count_flow.eq(st_f)]
-        head = Signal(ref)
-        deficit = Signal(dbits)
-        link = Signal(range(n))
-        st_cls = Signal(range(nc))
-        st_weight = Signal(8)
-        deq_now = Signal(self.count_bits)  # frames dequeued from f
-        enq_now = Signal(self.count_bits)  # frames committed to f, up to the end of S1
+        # The step's operands need no reset (the state flags qualify them): fewer loads on the
+        # reset net.
+        head = Signal(ref, reset_less=True)
+        deficit = Signal(dbits, reset_less=True)
+        link = Signal(range(n), reset_less=True)
+        st_cls = Signal(range(nc), reset_less=True)
+        st_weight = Signal(8, reset_less=True)
+        deq_now = Signal(self.count_bits, reset_less=True)  # frames dequeued from f
+        enq_now = Signal(self.count_bits, reset_less=True)  # frames committed, to the end of S1
         with m.If(s1):
             m.d.sync += [head.eq(head_rd.data), deficit.eq(deficit_rd.data),
                          link.eq(link_rd.data), st_cls.eq(conf_rd.data.cls),
@@ -254,10 +265,10 @@ class Scheduler(wiring.Component):
         # S2: compare and precompute, so that S3 and S5 only choose. The lists do not change
         # while a step is in progress.
         fits = Signal()
-        left = Signal(dbits)  # deficit after sending the head frame
-        refilled = Signal(dbits)  # deficit plus a quantum
-        left_refilled = Signal(dbits)
-        deq_next = Signal(self.count_bits)
+        left = Signal(dbits, reset_less=True)  # deficit after sending the head frame
+        refilled = Signal(dbits, reset_less=True)  # deficit plus a quantum
+        left_refilled = Signal(dbits, reset_less=True)
+        deq_next = Signal(self.count_bits, reset_less=True)
         diff = Signal(dbits + 1)
         st_q = Signal(dbits)
         m.d.comb += [diff.eq(deficit - head.len), st_q.eq(quantum_of(st_weight))]
@@ -265,7 +276,7 @@ class Scheduler(wiring.Component):
         m.d.comb += single.eq(Cat(lhead[c] == ltail[c] for c in range(nc)))
         single_r = Signal()  # the step's class has only f
         st_cls_1h = Signal(nc)  # f's class, one-hot
-        app_tail_r = Signal(range(n))  # the tail f is linked behind when its turn ends
+        app_tail_r = Signal(range(n), reset_less=True)  # f is linked behind it when its turn ends
         app_linked_r = Signal()  # f's class is not empty after the pop
         # The queue is emptied by the dequeue if it holds one frame in S3, counting the commits
         # up to the end of S2 (`enq_bump` in S1 and S2).
@@ -298,7 +309,7 @@ class Scheduler(wiring.Component):
 
         # S4: register the next frame; S5: store it, compare; S6: end the turn if it does not
         # fit.
-        nx = Signal(ref)
+        nx = Signal(ref, reset_less=True)
         with m.If(s4):
             m.d.sync += nx.eq(self.nx_data)
         ends = Signal()
