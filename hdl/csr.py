@@ -102,8 +102,12 @@ class RegisterBank(wiring.Component):
         if bus.signature.read_latency == 2:
             req = wiring.Signature({"addr": Out(self.addr_width), "r_stb": Out(1),
                                     "w_stb": Out(1), "w_data": Out(32)}).create()
-            m.d.sync += [req.addr.eq(bus.addr), req.r_stb.eq(bus.r_stb),
-                         req.w_stb.eq(bus.w_stb), req.w_data.eq(bus.w_data)]
+            # Only the strobes have a reset (they qualify address and data).
+            addr = Signal(self.addr_width, reset_less=True)
+            w_data = Signal(32, reset_less=True)
+            m.d.sync += [addr.eq(bus.addr), req.r_stb.eq(bus.r_stb),
+                         req.w_stb.eq(bus.w_stb), w_data.eq(bus.w_data)]
+            m.d.comb += [req.addr.eq(addr), req.w_data.eq(w_data)]
         else:
             req = bus
 
@@ -128,8 +132,13 @@ class RegisterBank(wiring.Component):
                     writable.append(addr)
                     stb = self._entries(reg, "_stb")[index]
                     m.d.sync += stb.eq(req.w_stb & hit)
+                    # Write-only words are not cleared by reset (nor are the flow table's
+                    # rules): the host writes them before the strobe that uses them. That takes
+                    # them off the reset net, 28 words for the staged flow rule alone.
+                    held = Signal(32, name=f"{reg.name}_held_{index}", reset_less=True)
                     with m.If(req.w_stb & hit):
-                        m.d.sync += entry.eq(req.w_data)
+                        m.d.sync += held.eq(req.w_data)
+                    m.d.comb += entry.eq(held)
                 elif reg.access is Access.RC:
                     # Sticky bits: a read returns them and clears them, except the bits set in
                     # that same cycle, which are kept for the next read.

