@@ -121,11 +121,19 @@ class Parser(wiring.Component):
         # frame starts or read only once written, and leaving the FFs' set/reset input free for
         # that clearing and for the key's zeroing saves a LUT per bit on ECP5.
         beat_reg = Signal(range(last_beat + 1), reset_less=True)
+        # `beat_reg` one-hot as well, decoded on its way into the register: every capture
+        # enable at a fixed position is then one LUT (`valid`, `first`, one bit), not a 7-bit
+        # compare ahead of the byte multiplexers and the facts.
+        beat_1h = Signal(last_beat + 1, init=1, reset_less=True)
         beat = Mux(beat_in.first, 0, beat_reg)
+        beat_next = Mux(beat == last_beat, last_beat, beat + 1)
         with m.If(valid):
-            m.d.sync += beat_reg.eq(Mux(beat == last_beat, last_beat, beat + 1))
+            m.d.sync += [beat_reg.eq(beat_next),
+                         beat_1h.eq(Cat(beat_next == n for n in range(last_beat + 1)))]
 
         def at_beat(n):
+            if isinstance(n, int):
+                return valid & Mux(beat_in.first, n == 0, beat_1h[n])
             return valid & (beat == n)
 
         def capture(name, hits):
