@@ -54,11 +54,13 @@ _PORT_SOURCES = {
     "tx_underruns": ("tx_mac", "underruns"),
 }
 
-# Reads of the core's registers take two cycles: the bank registers each request before it
-# decodes it. The address and strobes otherwise ran from the host adapter, wherever it is,
-# through the decoder and the read multiplexer (11.4 ns, 10.2 of it routing: the routed 16-rule
-# core's worst path).
-CSR_READ_LATENCY = 2
+# Reads of the core's registers take three cycles: the bank registers each request before it
+# decodes it, and chooses a group of 16 words into a register before the group. The address and
+# strobes otherwise ran from the host adapter, wherever it is, through the decoder and the read
+# multiplexer (11.4 ns, 10.2 of it routing: the routed 16-rule core's worst path); with the
+# request registered, the one-level multiplexer from every block's counters and status was the
+# worst path again (10.6 ns, 9.6 of it routing).
+CSR_READ_LATENCY = 3
 
 _QUEUE_SOURCES = ("c_enq_frames", "c_enq_bytes", "c_drop_quota", "c_drop_nobuf", "c_deq_frames")
 
@@ -171,9 +173,9 @@ class CoreRegisters(wiring.Component):
         select = Signal(layout(COUNTER_SELECT))
         m.d.comb += select.eq(bank.counter_select)
         # `written`: the cycle the bank takes the write (the register holds it from the next
-        # one), which with read latency 2 is the cycle after the bus's strobe.
+        # one), which with read latency 2 or 3 is the cycle after the bus's strobe.
         written = bank.bus.w_stb & (bank.bus.addr == REGISTERS["counter_select"].offset // 4)
-        if CSR_READ_LATENCY == 2:
+        if CSR_READ_LATENCY >= 2:
             written_on_bus, written = written, Signal()
             m.d.sync += written.eq(written_on_bus)
         settled = Signal()  # the register holds the new selection

@@ -11,11 +11,13 @@ testbench) turns its accesses into 32-bit word reads and writes.
 ``addr``    word address (byte offset / 4)
 ``r_stb``   read request; ``r_data`` is valid ``read_latency`` cycles later
 ``w_stb``   write request of ``w_data`` to ``addr``
-``r_data``  read data, ``read_latency`` (1 or 2) cycles after ``r_stb``
+``r_data``  read data, ``read_latency`` (1, 2 or 3) cycles after ``r_stb``
 
 An initiator makes one access at a time and waits for a read's data before the next access.
-A target with ``read_latency=2`` registers the request before it decodes it: the address then
-comes from flip-flops next to its decoder rather than from wherever the initiator is.
+A target with ``read_latency`` 2 or 3 registers the request before it decodes it: the address
+then comes from flip-flops next to its decoder rather than from wherever the initiator is. With
+3 the read multiplexer is two levels with registers between them: each group of 16 words is
+chosen first, next to the group's registers, and the group a cycle later.
 
 ``RegisterBank(regmap, read_latency=1)`` implements the map. Per register (arrays have one
 element per entry):
@@ -43,8 +45,8 @@ class CSRBus(wiring.Signature):
     """A word-addressed 32-bit register bus, seen from the initiator."""
 
     def __init__(self, addr_width: int, read_latency: int = 1):
-        if read_latency not in (1, 2):
-            raise ValueError(f"read_latency must be 1 or 2, not {read_latency!r}")
+        if read_latency not in (1, 2, 3):
+            raise ValueError(f"read_latency must be 1, 2 or 3, not {read_latency!r}")
         self.addr_width, self.read_latency = addr_width, read_latency
         super().__init__({
             "addr": Out(addr_width),
@@ -63,6 +65,9 @@ class CSRBus(wiring.Signature):
 
     def __repr__(self):
         return f"CSRBus({self.addr_width}, read_latency={self.read_latency})"
+
+
+_GROUP_BITS = 4  # read latency 3: words per first-level group, log2
 
 
 def _member(shape, count):
@@ -97,9 +102,10 @@ class RegisterBank(wiring.Component):
         bus = self.bus
         r_data = Signal(32)
         m.d.comb += bus.r_data.eq(r_data)
-        # The request as decoded: the bus itself, or (read latency 2) the bus a cycle ago.
+        # The request as decoded: the bus itself, or (read latency 2, 3) the bus a cycle ago.
         # Writes then land a cycle later too, so accesses keep their order.
-        if bus.signature.read_latency == 2:
+        latency = bus.signature.read_latency
+        if latency >= 2:
             req = wiring.Signature({"addr": Out(self.addr_width), "r_stb": Out(1),
                                     "w_stb": Out(1), "w_data": Out(32)}).create()
             # Only the strobes have a reset (they qualify address and data).
@@ -149,8 +155,29 @@ class RegisterBank(wiring.Component):
                     with m.Else():
                         m.d.sync += bits.eq(bits | entry)
 
-        words = Array(readable.get(addr, Const(0, 32)) for addr in range(1 << self.addr_width))
-        m.d.sync += r_data.eq(Mux(req.r_stb, words[req.addr], 0))
+        zero = Const(0, 32)
+        if latency == 3:
+            # Two levels: the words of each group of 16 that has readable ones are chosen
+            # into a register, the group a cycle later. The registers (RC bits) are read in
+            # the same cycle as with one level; only the answer takes a cycle more.
+            low = min(_GROUP_BITS, self.addr_width)
+            picked = []
+            for group in range(1 << (self.addr_width - low)):
+                base = group << low
+                members = [readable.get(base + k, zero) for k in range(1 << low)]
+                if all(word is zero for word in members):
+                    picked.append(zero)
+                    continue
+                word = Signal(32, name=f"group_{group}", reset_less=True)
+                m.d.sync += word.eq(Array(members)[req.addr[:low]])
+                picked.append(word)
+            high = Signal(self.addr_width - low, reset_less=True)
+            r_stb = Signal()
+            m.d.sync += [high.eq(req.addr[low:]), r_stb.eq(req.r_stb),
+                         r_data.eq(Mux(r_stb, Array(picked)[high], 0))]
+        else:
+            words = Array(readable.get(addr, zero) for addr in range(1 << self.addr_width))
+            m.d.sync += r_data.eq(Mux(req.r_stb, words[req.addr], 0))
 
         def member_of(addresses):
             table = sum(1 << a for a in addresses)

@@ -123,10 +123,11 @@ def test_bad_accesses_are_ignored_and_flagged():
     run(bench)
 
 
-def test_read_latency_two_decodes_the_registered_request():
-    """With ``read_latency=2`` (the device core's bank) the request is registered first: reads
-    answer a cycle later, writes land a cycle later, accesses back to back keep their order,
-    clear-on-read and the bad-access flag follow the registered request."""
+@pytest.mark.parametrize("latency", [2, 3])
+def test_read_latency_two_or_three_decodes_the_registered_request(latency):
+    """With ``read_latency`` 2 or 3 (the device core's bank) the request is registered first:
+    reads answer one or two cycles later, writes land a cycle later, accesses back to back keep
+    their order, clear-on-read and the bad-access flag follow the registered request."""
     async def bench(ctx, dut, host):
         ctx.set(dut.ident, 0xCAFEF00D)
         assert await host.read(REGS["ident"].offset) == 0xCAFEF00D
@@ -147,6 +148,9 @@ def test_read_latency_two_decodes_the_registered_request():
         ctx.set(dut.errors_set, 0b10)  # set while the read is decoded: kept for the next one
         await ctx.tick()
         ctx.set(dut.errors_set, 0)
+        for _ in range(latency - 2):
+            assert ctx.get(dut.bus.r_data) == 0
+            await ctx.tick()
         assert ctx.get(dut.bus.r_data) == 0b01
         assert await host.read(REGS["errors"].offset) == 0b10
         assert await host.read(REGS["errors"].offset) == 0
@@ -161,18 +165,18 @@ def test_read_latency_two_decodes_the_registered_request():
         assert flagged == [0, 1, 0]
         assert await host.read(REGS["ident"].offset) == 0xCAFEF00D
 
-    run(bench, read_latency=2)
+    run(bench, read_latency=latency)
 
 
-def test_read_latency_is_one_or_two():
-    with pytest.raises(ValueError, match="read_latency must be 1 or 2"):
-        CSRBus(8, read_latency=3)
+def test_read_latency_is_one_two_or_three():
+    with pytest.raises(ValueError, match="read_latency must be 1, 2 or 3"):
+        CSRBus(8, read_latency=4)
 
 
 def test_core_counter_snapshot_is_done_after_counter_settle_cycles():
     """`COUNTER_SETTLE_CYCLES` (documented in docs/registers.md) is what the device core takes,
     idle, from the `counter_select` write to a read that finds `counter_status.done`: measured
-    per block kind with one read at each distance, through the core's two-cycle CSR bus."""
+    per block kind with one read at each distance, through the core's three-cycle CSR bus."""
     dut = DeviceCore(ports=2, width_bytes=1, rules=16, queues=2)
     bus, first_done = dut.csr, {}
 
@@ -206,3 +210,25 @@ def test_core_counter_snapshot_is_done_after_counter_settle_cycles():
     sim.run()
     assert set(first_done) == set(CounterBlock)
     assert max(first_done.values()) == COUNTER_SETTLE_CYCLES
+
+
+def test_read_latency_three_reads_every_word_of_a_large_map():
+    """Latency 3 chooses a word in its group of 16, then the group: with 40 words (three
+    groups, the last one partly empty) every word reads its own value, unmapped ones 0."""
+    regs = RegisterMap("wide", [Register(f"word{i}", Access.RO, "value") for i in range(40)])
+    dut = RegisterBank(regs, read_latency=3)
+    values = {i: (0x9E3779B9 * (i + 1)) & 0xFFFFFFFF for i in range(40)}
+    seen = {}
+
+    async def bench(ctx):
+        host = Host(ctx, dut.bus)
+        for i, value in values.items():
+            ctx.set(getattr(dut, f"word{i}"), value)
+        for i in (*range(40), 40, 47, 63):
+            seen[i] = await host.read(4 * i)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == {**values, 40: 0, 47: 0, 63: 0}

@@ -224,7 +224,7 @@ def check_completion(cpl, req_tlp, status=CompletionStatus.SC):
 BAR = 0xFE00_0000
 
 
-@pytest.mark.parametrize(("width", "core_read_latency"), [(64, 1), (256, 1), (64, 2)])
+@pytest.mark.parametrize(("width", "core_read_latency"), [(64, 1), (256, 1), (64, 2), (64, 3)])
 def test_single_dword_writes_and_reads_reach_each_window(width, core_read_latency):
     h = Harness(width, core_read_latency=core_read_latency)
 
@@ -383,11 +383,12 @@ def test_refused_requests_get_ur_or_ca_and_are_flagged(width):
     h.run(bench)
 
 
-@pytest.mark.parametrize(("width", "core_read_latency"), [(64, 1), (256, 1), (64, 2), (256, 2)])
+@pytest.mark.parametrize(("width", "core_read_latency"),
+                         [(64, 1), (256, 1), (64, 2), (256, 3)])
 def test_random_requests_against_a_model(width, core_read_latency):
     """Random reads and writes, random gaps and backpressure: every register access and
-    completion is what a dword-by-dword model says, with the core's registers answering in one
-    cycle or (the device core's bank) two."""
+    completion is what a dword-by-dword model says, with the core's registers answering in one,
+    two or (the device core's bank) three cycles."""
     rng = random.Random(width + 11)
     h = Harness(width, seed=width, ready_p=0.5, valid_p=0.5,
                 core_read_latency=core_read_latency)

@@ -11,7 +11,7 @@ request by window and turns it into a word access on a `CSRBus` initiator port:
   ``window_bit << 10 | word`` (bit 10 set for the PBA), see `partner.hdl.pcie.msix`.
 
 The ``core`` port's read latency is ``core_read_latency`` (the device core's register bank takes
-two cycles); the others answer in one. A port narrower than a window (``core_addr_width`` /
+three cycles); the others answer in one. A port narrower than a window (``core_addr_width`` /
 ``dma_addr_width`` < 10) sees only the first
 ``4 << addr_width`` bytes of it; a dword beyond is unmapped: reads return 0, writes are ignored,
 as `partner.pcie.bar` says for every unmapped offset. So a small register bank never aliases.
@@ -144,6 +144,8 @@ class Bar0Completer(wiring.Component):
         out_data = Signal(self.width)
         out_sop = Signal()
         rd_window = Signal(2)
+        core_waits = self.core.signature.read_latency - 1  # cycles in READ_WAIT
+        waited = Signal(range(max(core_waits, 1)))
         rd_enable = Signal()
 
         len_m1 = Signal(10)
@@ -291,7 +293,8 @@ class Bar0Completer(wiring.Component):
                 m.d.sync += [rd_window.eq(window), rd_enable.eq((be != 0) & mapped)]
                 with m.If(be != 0):
                     strobe("r_stb")
-                if self.core.signature.read_latency == 2:
+                if core_waits:
+                    m.d.sync += waited.eq(0)
                     with m.If(window == _WINDOW["core"]):
                         m.next = "READ_WAIT"
                     with m.Else():
@@ -299,8 +302,10 @@ class Bar0Completer(wiring.Component):
                 else:
                     m.next = "READ_DATA"
 
-            with m.State("READ_WAIT"):  # the core's registers answer a cycle later
-                m.next = "READ_DATA"
+            with m.State("READ_WAIT"):  # the core's registers answer `core_waits` cycles later
+                m.d.sync += waited.eq(waited + 1)
+                with m.If(waited == core_waits - 1):
+                    m.next = "READ_DATA"
 
             with m.State("READ_DATA"):
                 read_data = Signal(32)
