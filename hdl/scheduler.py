@@ -320,16 +320,29 @@ class Scheduler(wiring.Component):
         # Everything but the final condition is in registers (one-hot classes), so that
         # `turn_ends` only enables.
         rotate = (s3 & ~fits) | turn_ends
-        pop_front = rotate | (s3 & fits & emptying)
         act_cls = Signal(nc)  # one-hot class of the activation in the output register
         with m.If(move):
             m.d.sync += act_cls.eq(1 << act_rd.data.cls)
         m.d.comb += [link_wr.data.eq(Mux(pop, act.flow, st_f)),
                      link_wr.addr.eq(Mux(pop, Array(ltail)[act.cls], app_tail_r)),
                      link_wr.en.eq((pop & (lnon & act_cls).any()) | (rotate & app_linked_r))]
+        # Per class, the step's list updates as flags that hold only in the cycle they apply
+        # (registered in S2 and S5): each class's head, tail and non-empty bit then take their
+        # enables from a flip-flop or two, not from `rotate` and `pop_front`, which fanned out
+        # from the step's state to every class (the routed core's failing list-head enables).
+        rot3, nfit3, fit3 = Signal(nc), Signal(nc), Signal(nc)
+        end6_app, end6_pop = Signal(nc), Signal(nc)
+        over = s5 & (nx.len > left)
+        m.d.sync += [
+            rot3.eq(Mux(s2 & diff[-1], 1 << st_cls, 0)),  # S3, f does not fit: to its tail
+            nfit3.eq(Mux(s2 & diff[-1], st_c, 0)),  # ... and off the front of the step's class
+            fit3.eq(Mux(s2 & ~diff[-1], st_c, 0)),  # S3, f fits: off the front if emptied
+            end6_app.eq(Mux(over, st_cls_1h, 0)),  # S6, the turn ends: to its tail
+            end6_pop.eq(Mux(over, st_c, 0)),  # ... and off the front
+        ]
         for c in range(nc):
-            popped = pop_front & st_c[c]
-            rot_app = rotate & st_cls_1h[c]
+            popped = nfit3[c] | end6_pop[c] | (fit3[c] & emptying)  # pop_front & st_c[c]
+            rot_app = rot3[c] | end6_app[c]  # rotate & st_cls_1h[c]
             act_app = pop & act_cls[c]
             with m.If(rot_app):
                 m.d.sync += [ltail[c].eq(st_f), lnon[c].eq(1)]
