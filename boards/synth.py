@@ -21,8 +21,7 @@ ports would let Yosys delete the logic behind them. The harness keeps every port
 ``3 + len(clocks)`` pins:
 
 * one clock pin per domain, constrained to that domain's target frequency;
-* ``rst``: one pin, through a 2-flop reset synchronizer and a global buffer (DCCA) per domain,
-  to each domain's reset;
+* ``rst``: one pin, through a 2-flop reset synchronizer per domain, to each domain's reset;
 * ``din``: one pin feeding a shift register per domain; every input port bit of the component is
   one bit of its domain's shift register (a distinct flop, so no two inputs are known equal);
 * ``dout``: every output port bit goes into a registered XOR tree (4 inputs per LUT, one flop
@@ -68,9 +67,9 @@ from operator import xor
 from pathlib import Path
 
 from amaranth.build import Attrs, Clock, Pins, Resource
-from amaranth.hdl import Cat, ClockDomain, Const, Elaboratable, Instance, Module, Signal
+from amaranth.hdl import Cat, ClockDomain, Elaboratable, Module, Signal
 from amaranth.lib import io, wiring
-from amaranth.lib.cdc import AsyncFFSynchronizer
+from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.wiring import In
 from amaranth.vendor import LatticePlatform
 
@@ -292,15 +291,7 @@ class Harness(Elaboratable):
             # by the wire that shares its bit.
             clk = Signal(name=_clock_wire(domain), attrs={"keep": 1})
             m.d.comb += [clk.eq(pin(f"clk_{domain}", "i").i), cd.clk.eq(clk)]
-            # The synchronized reset reaches the domain's flip-flops through a global buffer
-            # (DCCA), as a board's top would route it: on general routing a reset with
-            # thousands of loads (the device core's) took 8 ns to reach the farthest, and its
-            # flip-flops were a quarter of the core's failing endpoints.
-            rst_sync = Signal(name=f"rst_{domain}_sync")
-            m.submodules[f"rst_sync_{domain}"] = AsyncFFSynchronizer(
-                rst.i, rst_sync, o_domain=domain)
-            m.submodules[f"rst_buf_{domain}"] = Instance(
-                "DCCA", i_CLKI=rst_sync, i_CE=Const(1), o_CLKO=cd.rst)
+            m.submodules[f"rst_sync_{domain}"] = ResetSynchronizer(rst.i, domain=domain)
             if len(inputs := Cat(*self.inputs[domain])):
                 shreg = Signal(len(inputs), name=f"shreg_{domain}")
                 m.d[domain] += shreg.eq(Cat(din.i, shreg[:-1]))
