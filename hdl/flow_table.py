@@ -202,10 +202,15 @@ class FlowTable(wiring.Component):
         with m.If(i.ready):
             m.d.sync += scan_key.eq(i.payload)
         with m.If(accept):
-            m.d.sync += [busy.eq(1), addr.eq(0)]
+            m.d.sync += busy.eq(1)
         with m.Elif(last_step):
-            m.d.sync += [busy.eq(0), addr.eq(0)]
-        with m.Elif(busy):
+            m.d.sync += busy.eq(0)
+        # The address is 0 whenever no scan runs, so a scan's start needs no clearing: the
+        # counters' clear then depends on registers only, not on the producer's valid.
+        scan_clear = ~busy | last_step
+        with m.If(scan_clear):
+            m.d.sync += addr.eq(0)
+        with m.Else():
             m.d.sync += addr.eq(addr + 1)
         m.d.sync += pending.eq(pending + accept - (o.valid & o.ready))
 
@@ -217,9 +222,9 @@ class FlowTable(wiring.Component):
         # keeps them apart) and driving only its slice's cells in every way.
         for j in range(len(slices)):
             copy = Signal.like(addr, name=f"addr_{j}")
-            with m.If(accept | last_step):
+            with m.If(scan_clear):
                 m.d.sync += copy.eq(0)
-            with m.Elif(busy):
+            with m.Else():
                 m.d.sync += copy.eq(copy + 1)
             for ports in read_ports:
                 m.d.comb += [ports[j].addr.eq(copy), ports[j].en.eq(1)]
@@ -319,11 +324,13 @@ class FlowTable(wiring.Component):
         crp = cmem.read_port(domain="sync")
         hrp = cmem.read_port(domain="sync")
         idx_shape = range(max(self.entries, 2))
-        b_valid, b_idx = Signal(), Signal(idx_shape)
-        c_valid, c_idx, c_raw = Signal(), Signal(idx_shape), Signal(32)
+        # Indices and values have no reset: the valid flags qualify them.
+        b_valid, b_idx = Signal(), Signal(idx_shape, reset_less=True)
+        c_valid = Signal()
+        c_idx, c_raw = Signal(idx_shape, reset_less=True), Signal(32, reset_less=True)
         fwd = Signal(3)  # the op in D, E, F during C has this one's index
-        ahead = [(Signal(name=f"{n}_valid"), Signal(idx_shape, name=f"{n}_idx"),
-                  Signal(32, name=f"{n}_new")) for n in "def"]
+        ahead = [(Signal(name=f"{n}_valid"), Signal(idx_shape, name=f"{n}_idx", reset_less=True),
+                  Signal(32, name=f"{n}_new", reset_less=True)) for n in "def"]
         (d_valid, d_idx, d_new), (e_valid, e_idx, _), _ = ahead
         m.d.comb += [crp.addr.eq(best.index), crp.en.eq(1)]
         m.d.sync += [b_valid.eq(done & best.match), b_idx.eq(best.index)]

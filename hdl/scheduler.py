@@ -219,14 +219,18 @@ class Scheduler(wiring.Component):
             m.d.sync += v2.eq(0)
 
         # -- active lists ----------------------------------------------------------------------
-        lhead = [Signal(range(n), name=f"list_head_{c}") for c in range(nc)]
-        ltail = [Signal(range(n), name=f"list_tail_{c}") for c in range(nc)]
+        # Head and tail mean something only while `lnon` says the list is not empty.
+        lhead = [Signal(range(n), name=f"list_head_{c}", reset_less=True) for c in range(nc)]
+        ltail = [Signal(range(n), name=f"list_tail_{c}", reset_less=True) for c in range(nc)]
         lnon = Signal(nc)  # list c is not empty
 
         # -- state machine ---------------------------------------------------------------------
         # One flag per cycle of a step: S1 read, S2 compute, S3 decide, S4 to S6 (see above).
         s1, s2, s3, s4, s5, s6 = (Signal(name=f"s{k}") for k in range(1, 7))
-        idle = ~(s1 | s2 | s3 | s4 | s5 | s6)
+        # `idle` (no step flag set) is a register of its own, formed from the flags' next
+        # values: `pop` then comes from two flip-flops, and it enables every class's list
+        # registers and the memories' writes.
+        idle = Signal(init=1)
         m.d.comb += [pop.eq(idle & v2), self.busy.eq(~idle | v1 | v2 | (rp != wp))]
         start = idle & ~v2 & self.step_en & lnon.any()
         m.d.sync += [s1.eq(start), s2.eq(s1), s3.eq(s2)]
@@ -305,7 +309,8 @@ class Scheduler(wiring.Component):
             deq_q.addr.eq(self.q_flow),
             self.q_deq_count.eq(deq_q.data),
         ]
-        m.d.sync += [s4.eq(send & ~emptying), s5.eq(s4), s6.eq(s5)]
+        m.d.sync += [s4.eq(send & ~emptying), s5.eq(s4), s6.eq(s5),
+                     idle.eq(~(start | s1 | s2 | (send & ~emptying) | s4 | s5))]
 
         # S4: register the next frame; S5: store it, compare; S6: end the turn if it does not
         # fit.

@@ -74,15 +74,21 @@ class StreamSlice(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        skid = Signal(self.payload_shape)
+        # Only the valid bits have a reset: they qualify the payload registers, which are then
+        # off the reset net.
+        skid = Signal(self.payload_shape, reset_less=True)
+        out = Signal(self.payload_shape, reset_less=True)
         skid_valid = Signal()
         i, o = self.i, self.o
-        m.d.comb += [i.ready.eq(~skid_valid), self.busy.eq(o.valid | skid_valid)]
+        m.d.comb += [i.ready.eq(~skid_valid), self.busy.eq(o.valid | skid_valid),
+                     o.payload.eq(out)]
         with m.If(o.ready | ~o.valid):  # the output register takes a new beat (or none)
             with m.If(skid_valid):
-                m.d.sync += [o.payload.eq(skid), o.valid.eq(1), skid_valid.eq(0)]
+                m.d.sync += [out.eq(skid), o.valid.eq(1), skid_valid.eq(0)]
             with m.Else():
-                m.d.sync += [o.payload.eq(i.payload), o.valid.eq(i.valid)]
-        with m.Elif(i.valid & ~skid_valid):  # stalled: park the beat
-            m.d.sync += [skid.eq(i.payload), skid_valid.eq(1)]
+                m.d.sync += [out.eq(i.payload), o.valid.eq(i.valid)]
+        with m.Elif(~skid_valid):  # stalled: park the beat (if any)
+            # The skid register loads whenever it is empty, valid or not: its enable is then
+            # free of `i.valid`, which comes through the sender's logic.
+            m.d.sync += [skid.eq(i.payload), skid_valid.eq(i.valid)]
         return m

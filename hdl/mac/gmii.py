@@ -82,7 +82,8 @@ class GMIIRX(wiring.Component):
         rxd, dv, er = Signal(8), Signal(), Signal()
         m.d.sync += [rxd.eq(self.phy.rxd), dv.eq(self.phy.rx_dv), er.eq(self.phy.rx_er)]
 
-        delay = [Signal(8, name=f"delay{n}") for n in range(_RX_DELAY)]  # delay[0] newest
+        # delay[0] newest; data only (the frame's state qualifies it), so without a reset
+        delay = [Signal(8, name=f"delay{n}", reset_less=True) for n in range(_RX_DELAY)]
         count = Signal(15)   # bytes of the frame so far, FCS included; stops at the limit
         limit = Signal(15)   # longest good frame, FCS included
         tagged = Signal()    # an outer VLAN tag was seen (bytes 16-17 may be a second one)
