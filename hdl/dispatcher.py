@@ -3,9 +3,9 @@
 # queues (the device-to-device path) — or drops it.
 """Per-port dispatcher.
 
-Purely combinational: the result at the head of the port's result queue stays there until the
-frame's last beat has gone, so the destination, the flow index and the metadata are constant over
-the frame, and consecutive frames follow each other with no idle cycle.
+Combinational but for its drop counters: the result at the head of the port's result queue stays
+there until the frame's last beat has gone, so the destination, the flow index and the metadata
+are constant over the frame, and consecutive frames follow each other with no idle cycle.
 
 Destinations (the frame switch's `dest`): `0 .. queues-1` the host queues, `queues` the slow path,
 `queues + 1 + p` the transmit queues of port `p`. A `DROP` action, or an action naming a queue
@@ -101,9 +101,13 @@ class Dispatcher(wiring.Component):
             frame.ready.eq(result.valid & (discard | out.ready)),
             result.ready.eq(frame.valid & frame.ready & frame.payload.last),
         ]
+        # Drops are counted a cycle later, from registers: the counters' enables are then
+        # one flip-flop each, not the handshake through the frame switch's ready.
         frame_ends = frame.valid & frame.ready & frame.payload.last
-        with m.If(frame_ends & drop_rule):
+        ended_by_rule, ended_bad = Signal(), Signal()
+        m.d.sync += [ended_by_rule.eq(frame_ends & drop_rule), ended_bad.eq(frame_ends & bad)]
+        with m.If(ended_by_rule):
             m.d.sync += self.dropped_by_rule.eq(self.dropped_by_rule + 1)
-        with m.If(frame_ends & bad):
+        with m.If(ended_bad):
             m.d.sync += self.dropped_bad_action.eq(self.dropped_bad_action + 1)
         return m

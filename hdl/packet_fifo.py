@@ -139,6 +139,8 @@ class PacketFIFO(wiring.Component):
         o = self.o_stream
         commit = Signal()  # the frame on i_stream commits at this edge
         m.d.sync += self.o_committed.eq(commit)
+        with m.If(self.o_committed):
+            m.d.sync += self.frames_committed.eq(self.frames_committed + 1)
         meta_full = 0
         if self.meta_layout is not None:
             leaves = o.valid & o.ready & o.payload.last  # the output frame is done
@@ -156,31 +158,33 @@ class PacketFIFO(wiring.Component):
         ]
         if w > 1:
             m.d.comb += wr_port.data.nbytes.eq(i.payload.nbytes)
+        # The counters count a cycle after the frame's end, from a registered outcome: their
+        # enables are then one flip-flop each, not the end of the space check.
+        ended_error, ended_overflow = Signal(), Signal()
         with m.If(i.valid):
             with m.If(i.payload.last):
                 m.d.sync += overflowed.eq(0)
                 with m.If(self.i_drop):
-                    m.d.sync += [
-                        wr_ptr.eq(commit_ptr),
-                        self.frames_dropped_error.eq(self.frames_dropped_error + 1),
-                    ]
+                    m.d.sync += wr_ptr.eq(commit_ptr)
+                    m.d.comb += ended_error.eq(1)
                 with m.Elif(~store | meta_full):
-                    m.d.sync += [
-                        wr_ptr.eq(commit_ptr),
-                        self.frames_dropped_overflow.eq(self.frames_dropped_overflow + 1),
-                    ]
+                    m.d.sync += wr_ptr.eq(commit_ptr)
+                    m.d.comb += ended_overflow.eq(1)
                 with m.Else():
                     m.d.comb += commit.eq(1)
-                    m.d.sync += [
-                        wr_ptr.eq(wr_ptr + 1),
-                        commit_ptr.eq(wr_ptr + 1),
-                        self.frames_committed.eq(self.frames_committed + 1),
-                    ]
+                    m.d.sync += [wr_ptr.eq(wr_ptr + 1), commit_ptr.eq(wr_ptr + 1)]
             with m.Elif(store):
                 m.d.sync += wr_ptr.eq(wr_ptr + 1)
             with m.Else():
                 # Give the space back at once; the rest of the frame is discarded.
                 m.d.sync += [wr_ptr.eq(commit_ptr), overflowed.eq(1)]
+
+        counted_error, counted_overflow = Signal(), Signal()
+        m.d.sync += [counted_error.eq(ended_error), counted_overflow.eq(ended_overflow)]
+        with m.If(counted_error):
+            m.d.sync += self.frames_dropped_error.eq(self.frames_dropped_error + 1)
+        with m.If(counted_overflow):
+            m.d.sync += self.frames_dropped_overflow.eq(self.frames_dropped_overflow + 1)
 
         # Read side: the memory's read register is the output register. It is reloaded whenever
         # it is empty or being emptied, which sustains one beat per cycle.

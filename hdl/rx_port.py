@@ -102,7 +102,9 @@ class RxPort(wiring.Component):
             fifo.i_stream.payload.eq(payload),
             fifo.i_drop.eq(drop | backlog),
         ]
-        with m.If(beat_end & ~drop & backlog):
+        backlog_drop = Signal()  # registered: the counter's enable is one flip-flop
+        m.d.sync += backlog_drop.eq(beat_end & ~drop & backlog)
+        with m.If(backlog_drop):
             m.d.sync += self.lookup_backlog_drops.eq(self.lookup_backlog_drops + 1)
 
         # The key comes with the frame's last beat; the request is made when the FIFO commits

@@ -61,6 +61,7 @@ class FIFOModel:
         self.overflowed = False
         self.out = None         # beat in the output register
         self.committed = self.dropped_error = self.dropped_overflow = 0
+        self.ended = None  # the counter the last edge's frame end adds to, a cycle later
         self.meta_depth = meta_depth  # None: no metadata
         self.metas = deque()    # metadata of committed frames not yet fully read
         self.committed_pulse = False  # o_committed
@@ -83,6 +84,9 @@ class FIFOModel:
         if delivered is not None and delivered["last"] and self.meta_depth is not None:
             self.metas.popleft()
         self.committed_pulse = False
+        if self.ended is not None:  # the counters count a cycle after the frame's end
+            setattr(self, self.ended, getattr(self, self.ended) + 1)
+            self.ended = None
         if self.out is None or ready:
             self.out = self.memory.popleft() if self.memory else None
         if beat is not None:
@@ -90,12 +94,12 @@ class FIFOModel:
             if beat["last"]:
                 self.overflowed = False
                 if drop:
-                    self.dropped_error += 1
+                    self.ended = "dropped_error"
                 elif not store or meta_full:
-                    self.dropped_overflow += 1
+                    self.ended = "dropped_overflow"
                 else:
                     self.memory.extend([*self.pending, beat])
-                    self.committed += 1
+                    self.ended = "committed"
                     self.committed_pulse = True
                     if self.meta_depth is not None:
                         self.metas.append(meta)
