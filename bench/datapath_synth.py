@@ -6,7 +6,8 @@ Each rule count is built as the full core (two host queues and the slow path) fo
 When the 45F cannot hold it, the core a 45F board would carry is built instead: one host queue
 fewer (every host queue is a flow-queue block of its own, 18 KiB of buffer and a state slot per
 rule); and only when that does not fit either, the full core for the ECPIX-5's other chip, the
-LFE5UM5G-85F. Builds that were not placed are in `not_placed`, with the tool's reason.
+LFE5UM5G-85F. Builds that were not placed are in `not_placed`, with the tool's reason (or the
+time limit, `TIMEOUT_S`, that stopped them).
 
 Uses partner.boards.synth (YoWASP yosys and nextpnr-ecp5 from PyPI, nextpnr's router2: its
 router1 does not finish on a core that fills most of the 45F); the component's own cells are
@@ -17,6 +18,10 @@ from dataclasses import asdict
 
 LIMIT_MHZ = 150.0
 ROUTER = "router2"
+# A build that has not finished after this long is stopped and counts as not placed: router2
+# may iterate without converging on a core that nearly fills the chip. The 16-rule core takes
+# about 20 minutes on 2 cores.
+TIMEOUT_S = 40 * 60
 QUEUES = 2  # host queues of the full core (each also has the slow-path queue)
 AVAILABLE = {  # LUT4 sites, flip-flops, DP16KD; TRELLIS_DPR16X4 (one per PFU, six LUT sites)
     "LFE5UM5G-45F": {"luts": 43848, "ffs": 43848, "bram": 108, "lutram": 5481},
@@ -39,7 +44,7 @@ def run() -> dict:
             try:
                 result = asdict(synthesize(core, name=f"core_w1_r{rules}{suffix}",
                                            clocks={"sync": LIMIT_MHZ * 1e6}, device=device,
-                                           router=ROUTER))
+                                           router=ROUTER, timeout=TIMEOUT_S))
             except SynthError as error:  # e.g. more block RAMs than the chip has: not placed
                 failed[name] = {"device": device, "queues": queues,
                                 "error": _first_error(str(error))}

@@ -58,6 +58,7 @@ import importlib.metadata
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -456,15 +457,19 @@ def _critical_paths(report: dict, domains: dict[str, str | None]) -> dict[str, d
 
 def synthesize(component, *, name, clocks=None, device=DEVICE, package=PACKAGE, speed=SPEED,
                build_dir=None, seed=1, router=ROUTER, placer=PLACER, port_domains=None,
-               force=False) -> SynthResult:
+               force=False, timeout=None) -> SynthResult:
     """Synthesize and place ``component`` (a :class:`wiring.Component`) inside the I/O harness.
 
     ``clocks`` maps each clock domain the component uses to its target frequency in Hz
     (default ``{"sync": 125e6}``). ``build_dir`` defaults to ``build_root() / name``.
     ``port_domains`` assigns ports to domains (see :class:`Harness`). ``force`` rebuilds even
-    when the same design was already placed. Raises :class:`SynthError` when a tool fails;
-    a missed timing target is not a failure.
+    when the same design was already placed. ``timeout`` (seconds) bounds the build: nextpnr's
+    router2 can keep iterating without converging on a nearly full chip, and such a build is
+    stopped and reported. Raises :class:`SynthError` when a tool fails or the build runs out of
+    time; a missed timing target is not a failure.
     """
+    if timeout is not None and timeout <= 0:
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
     clocks = dict(clocks or {"sync": 125e6})
     build_dir = Path(build_dir) if build_dir is not None else build_root() / name
     tools = find_tools()
@@ -499,15 +504,26 @@ def synthesize(component, *, name, clocks=None, device=DEVICE, package=PACKAGE, 
         env = {**os.environ, **tools}
         out = build_dir / "build.log"
         start = time.monotonic()
-        with open(out, "w") as log:
-            done = subprocess.run(["sh", f"{plan.script}.sh"], cwd=build_dir, env=env,
-                                  stdout=log, stderr=subprocess.STDOUT, check=False)
-        seconds = time.monotonic() - start
         yosys_log, nextpnr_log = build_dir / f"{name}.rpt", build_dir / f"{name}.tim"
+        with open(out, "w") as log:
+            # A session of its own, so that a timeout stops the script's tools along with it.
+            script = subprocess.Popen(["sh", f"{plan.script}.sh"], cwd=build_dir, env=env,
+                                      stdout=log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+            try:
+                returncode = script.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(script.pid, signal.SIGKILL)
+                script.wait()
+                raise SynthError(
+                    f"ERROR: synthesis of {name!r} did not finish within {timeout:g} s and was "
+                    f"stopped, in {build_dir}\n"
+                    f"--- {nextpnr_log.name}\n{log_tail(nextpnr_log, 30)}") from None
+        seconds = time.monotonic() - start
         report_path = build_dir / f"{name}.report.json"
-        if done.returncode != 0 or not report_path.is_file():
+        if returncode != 0 or not report_path.is_file():
             raise SynthError(
-                f"synthesis of {name!r} failed (exit {done.returncode}) in {build_dir}\n"
+                f"synthesis of {name!r} failed (exit {returncode}) in {build_dir}\n"
                 f"--- {out.name}\n{log_tail(out, 30)}\n"
                 f"--- {yosys_log.name}\n{log_tail(yosys_log, 10)}\n"
                 f"--- {nextpnr_log.name}\n{log_tail(nextpnr_log, 30)}")
@@ -600,7 +616,11 @@ def main(argv=None) -> int:
     parser.add_argument("--placer", choices=PLACERS, default=PLACER)
     parser.add_argument("--build-dir", type=Path)
     parser.add_argument("--force", action="store_true", help="rebuild even if already placed")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+                        help="stop the build after this long and report it (default: no limit)")
     args = parser.parse_args(argv)
+    if args.timeout is not None and args.timeout <= 0:
+        parser.error(f"--timeout must be positive, not {args.timeout:g}")
 
     factory = _factory(args.factory)
     component = factory(**{k: _value(v) for k, v in args.arg})
@@ -612,7 +632,7 @@ def main(argv=None) -> int:
             component, name=name, clocks=clocks, device=args.device, package=args.package,
             speed=args.speed, build_dir=args.build_dir, seed=args.seed, router=args.router,
             placer=args.placer,
-            port_domains=dict(args.port_domain), force=args.force)
+            port_domains=dict(args.port_domain), force=args.force, timeout=args.timeout)
     except SynthError as e:
         print(e, file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ extra the tool tests are skipped.
 """
 
 import json
+import time
 
 import pytest
 from amaranth.hdl import Module, Shape
@@ -174,3 +175,28 @@ def test_missed_target_is_measured_not_hidden(tmp_path):
     assert r.timing_met == {"sync": False}
     assert 0 < r.fmax_mhz["sync"] < 1000
     assert r.carry > 0 and r.ffs == 32
+
+
+@needs_tools
+def test_a_build_that_runs_out_of_time_is_stopped_and_reported(tmp_path):
+    build_dir = tmp_path / "counter"
+    started = time.monotonic()
+    with pytest.raises(synth.SynthError, match=r"did not finish within 0.2 s") as caught:
+        synth.synthesize(Counter(), name="counter", build_dir=build_dir, timeout=0.2)
+    # Stopped, not waited for (Yosys alone takes longer than that), and nothing is stored that
+    # a later call could take for a finished build.
+    assert time.monotonic() - started < 30
+    assert str(caught.value).startswith("ERROR:")
+    assert not (build_dir / synth._RESULT).exists()
+    # The same design builds when it is given the time.
+    result = synth.synthesize(Counter(), name="counter", build_dir=build_dir)
+    assert not result.cached and result.ffs == 32
+
+
+def test_timeout_must_be_positive(capsys):
+    # Refused before anything is built (or even elaborated).
+    with pytest.raises(ValueError, match="positive"):
+        synth.synthesize(None, name="counter", timeout=0)
+    with pytest.raises(SystemExit):
+        synth.main(["partner.hdl.packet_fifo:PacketFIFO", "--timeout", "-5"])
+    assert "--timeout must be positive" in capsys.readouterr().err
