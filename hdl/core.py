@@ -104,9 +104,7 @@ class DeviceCore(wiring.Component):
         # A host frame waiting for cells of a TX block lets forwarded frames take cells freed
         # meanwhile for the wire time of 2 KiB; then they must leave its cells free.
         self.patience = 2048 // width_bytes
-        # One lookup per minimum frame (84 byte times on the wire) from every port.
-        budget = max(1, (84 // width_bytes) // ports - FlowTable.PIPELINE // 4)
-        self.ways = ways or FlowTable.ways_for(rules, budget)
+        self.ways = ways or self.default_ways(width_bytes=width_bytes, ports=ports, rules=rules)
         self.dests = queues + 1 + ports
         rx_bus, tx_bus = (GMIIRxBus(), GMIITxBus()) if width_bytes == 1 else (
             XGMIIRxBus(), XGMIITxBus())
@@ -119,6 +117,13 @@ class DeviceCore(wiring.Component):
             "csr": In(CSRBus(self.addr_width, CSR_READ_LATENCY)),
             "events": Out(stream.Signature(layout(EVENT))),
         })
+
+    @staticmethod
+    def default_ways(*, width_bytes: int, ports: int, rules: int) -> int:
+        """Flow-table ways for one lookup per minimum frame (84 byte times on the wire) from
+        every port."""
+        budget = max(1, (84 // width_bytes) // ports - FlowTable.PIPELINE // 4)
+        return FlowTable.ways_for(rules, budget)
 
     def elaborate(self, platform):
         m = Module()

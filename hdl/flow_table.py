@@ -109,7 +109,7 @@ class FlowTable(wiring.Component):
         self.ways = ways
         self.depth = -(-entries // ways)
         #: cycles from the cycle a key is accepted to the cycle its result is valid
-        self.latency = self.depth + self.PIPELINE
+        self.latency = self.latency_for(entries, ways)
         #: cycles between accepted keys at full rate
         self.interval = self.depth
         # Lookups in flight at full rate, plus one: the FIFO never makes the scan wait.
@@ -127,6 +127,11 @@ class FlowTable(wiring.Component):
             "c_index": In(range(entries)),
             "c_frames": Out(32),
         })
+
+    @classmethod
+    def latency_for(cls, entries: int, ways: int) -> int:
+        """Cycles from the cycle a key is accepted to the cycle its result is valid."""
+        return -(-entries // ways) + cls.PIPELINE
 
     @staticmethod
     def ways_for(entries: int, cycles_per_lookup: int) -> int:

@@ -17,6 +17,7 @@ from amaranth.hdl import UnusedElaboratable, Value
 from amaranth.sim import Simulator
 
 from partner.formats import ACTION, FLOW_KEY, FLOW_RULE, KeyFlag
+from partner.hdl.core import DeviceCore
 from partner.hdl.flow_table import FlowTable, result_layout
 from partner.sim.models.flow_table import (
     Result,
@@ -418,6 +419,11 @@ def test_ways_for_and_parameters():
             assert FlowTable(entries, FlowTable.ways_for(entries, cycles)).interval <= cycles
         t = FlowTable(16, 2)
         assert (t.depth, t.interval, t.latency) == (8, 8, 15)
+        assert FlowTable.latency_for(16, 2) == 15 and FlowTable.latency_for(64, 2) == 39
+        # The device core's default: one lookup per minimum frame from each port.
+        for width, rules, ways in [(1, 16, 1), (1, 64, 2), (8, 16, 4), (8, 64, 16)]:
+            assert DeviceCore.default_ways(width_bytes=width, ports=2, rules=rules) == ways
+            assert DeviceCore(ports=2, width_bytes=width, rules=rules).ways == ways
         assert t.o_result.payload.shape() == RES
         with pytest.raises(ValueError, match="entries"):
             FlowTable(257)
