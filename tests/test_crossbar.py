@@ -1,4 +1,5 @@
-"""The frame switch: whole frames, per-source order, round robin, no bubbles."""
+"""The frame switch: whole frames, per-source order, round robin, no bubbles (registered
+grants)."""
 
 import functools
 import random
@@ -97,3 +98,20 @@ def test_two_sources_share_one_destination_fairly():
     order = [words[0] >> 12 for words in received[0]]
     assert order[:10] in ([0, 1] * 5, [1, 0] * 5)  # round robin while both wait
     assert cycles <= 120 + 3  # the destination never idles while a frame waits
+
+
+def test_one_source_alternating_destinations_has_no_bubbles():
+    # The grant of each destination stays parked on the source between its frames.
+    frames = [[(i % 2, [i << 4 | k for k in range(1 + i % 3)]) for i in range(60)]]
+    beats = sum(len(words) for _, words in frames[0])
+    received, cycles = run(1, 2, frames)
+    assert [w for w in received[0]] == [w for d, w in frames[0] if d == 0]
+    assert cycles <= beats + 3  # only the first frame to each destination waits for a grant
+
+
+def test_single_beat_frames_do_not_starve_a_waiting_source():
+    frames = [[(0, [(s << 12) | (i << 4)]) for i in range(20)] for s in range(2)]
+    received, cycles = run(2, 1, frames)
+    order = [words[0] >> 12 for words in received[0]]
+    assert order[1:39] in ([0, 1] * 19, [1, 0] * 19)  # the grant moves on after every frame
+    assert cycles <= 40 + 3
