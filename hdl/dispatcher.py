@@ -19,6 +19,7 @@ from amaranth.lib.wiring import In, Out
 
 from partner.formats import FRAME_META, ActionKind
 from partner.hdl.classifier import RESULT_LAYOUT
+from partner.hdl.counting import count_a_cycle_later
 from partner.hdl.stream import PacketStream, packet_layout
 from partner.hdl.wire import layout
 
@@ -104,10 +105,7 @@ class Dispatcher(wiring.Component):
         # Drops are counted a cycle later, from registers: the counters' enables are then
         # one flip-flop each, not the handshake through the frame switch's ready.
         frame_ends = frame.valid & frame.ready & frame.payload.last
-        ended_by_rule, ended_bad = Signal(), Signal()
-        m.d.sync += [ended_by_rule.eq(frame_ends & drop_rule), ended_bad.eq(frame_ends & bad)]
-        with m.If(ended_by_rule):
-            m.d.sync += self.dropped_by_rule.eq(self.dropped_by_rule + 1)
-        with m.If(ended_bad):
-            m.d.sync += self.dropped_bad_action.eq(self.dropped_bad_action + 1)
+        count_a_cycle_later(m, self.dropped_by_rule, frame_ends & drop_rule,
+                            name="ended_by_rule")
+        count_a_cycle_later(m, self.dropped_bad_action, frame_ends & bad, name="ended_bad")
         return m

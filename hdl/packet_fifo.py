@@ -44,6 +44,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .counting import count_a_cycle_later
 from .stream import PacketStream
 
 __all__ = ["PacketFIFO"]
@@ -158,8 +159,8 @@ class PacketFIFO(wiring.Component):
         ]
         if w > 1:
             m.d.comb += wr_port.data.nbytes.eq(i.payload.nbytes)
-        # The counters count a cycle after the frame's end, from a registered outcome: their
-        # enables are then one flip-flop each, not the end of the space check.
+        # The counters count a cycle after the frame's end: their enables are then a flip-flop
+        # each, not the end of the space check.
         ended_error, ended_overflow = Signal(), Signal()
         with m.If(i.valid):
             with m.If(i.payload.last):
@@ -179,12 +180,9 @@ class PacketFIFO(wiring.Component):
                 # Give the space back at once; the rest of the frame is discarded.
                 m.d.sync += [wr_ptr.eq(commit_ptr), overflowed.eq(1)]
 
-        counted_error, counted_overflow = Signal(), Signal()
-        m.d.sync += [counted_error.eq(ended_error), counted_overflow.eq(ended_overflow)]
-        with m.If(counted_error):
-            m.d.sync += self.frames_dropped_error.eq(self.frames_dropped_error + 1)
-        with m.If(counted_overflow):
-            m.d.sync += self.frames_dropped_overflow.eq(self.frames_dropped_overflow + 1)
+        count_a_cycle_later(m, self.frames_dropped_error, ended_error, name="counted_error")
+        count_a_cycle_later(m, self.frames_dropped_overflow, ended_overflow,
+                            name="counted_overflow")
 
         # Read side: the memory's read register is the output register. It is reloaded whenever
         # it is empty or being emptied, which sustains one beat per cycle.

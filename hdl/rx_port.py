@@ -23,6 +23,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from partner.formats import FLOW_KEY, FRAME_META
+from partner.hdl.counting import count_a_cycle_later
 from partner.hdl.mac import RxStream
 from partner.hdl.packet_fifo import PacketFIFO
 from partner.hdl.parser import LATENCY, Parser
@@ -102,10 +103,8 @@ class RxPort(wiring.Component):
             fifo.i_stream.payload.eq(payload),
             fifo.i_drop.eq(drop | backlog),
         ]
-        backlog_drop = Signal()  # registered: the counter's enable is one flip-flop
-        m.d.sync += backlog_drop.eq(beat_end & ~drop & backlog)
-        with m.If(backlog_drop):
-            m.d.sync += self.lookup_backlog_drops.eq(self.lookup_backlog_drops + 1)
+        count_a_cycle_later(m, self.lookup_backlog_drops, beat_end & ~drop & backlog,
+                            name="backlog_drop")
 
         # The key comes with the frame's last beat; the request is made when the FIFO commits
         # that frame. A frame that is not committed leaves the register to the next one.

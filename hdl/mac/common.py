@@ -10,6 +10,7 @@ from amaranth.hdl import Cat, Const, DomainRenamer, Module, Value
 from amaranth.lib import crc, wiring
 from amaranth.lib.wiring import Out, flipped
 
+from ..counting import count_events
 from ..stream import packet_layout
 
 __all__ = [
@@ -74,15 +75,6 @@ def rx_counter_members() -> dict:
 
 def tx_counter_members() -> dict:
     return {name: Out(COUNTER_BITS) for name in TX_COUNTERS}
-
-
-def count_events(m: Module, counter: Value, *events: Value):
-    """Add the number of ``events`` (1-bit values) that are high to ``counter``.
-
-    Two frames can finish in the same cycle (one ended, the next rejected at its preamble), so
-    counters add rather than assume a single event.
-    """
-    m.d.sync += counter.eq(counter + sum(Value.cast(e).as_unsigned() for e in events))
 
 
 def is_vlan_tpid(first_byte: Value, second_byte: Value) -> Value:
