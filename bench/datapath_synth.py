@@ -33,34 +33,17 @@ ATTEMPTS = (("", QUEUES, "LFE5UM5G-45F"), ("_q1", 1, "LFE5UM5G-45F"),
 
 
 def run() -> dict:
-    from partner.boards.synth import SynthError, synthesize
-    from partner.hdl.core import DeviceCore
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
+    # The rule counts are built side by side, a process each (nextpnr runs on one core): the
+    # 64-rule chain alone may take the whole time limit, and more.
     builds, failed = {}, {}
-    for rules in (16, 64):
-        for suffix, queues, device in ATTEMPTS:
-            name = f"rules_{rules}{suffix}"
-            core = DeviceCore(ports=2, width_bytes=1, rules=rules, queues=queues)
-            try:
-                result = asdict(synthesize(core, name=f"core_w1_r{rules}{suffix}",
-                                           clocks={"sync": LIMIT_MHZ * 1e6}, device=device,
-                                           router=ROUTER, timeout=TIMEOUT_S))
-            except SynthError as error:  # e.g. more block RAMs than the chip has: not placed
-                failed[name] = {"device": device, "queues": queues,
-                                "error": _first_error(str(error))}
-                continue
-            builds[name] = {
-                "device": device,
-                "queues": queues,
-                "fmax_mhz": result["fmax_mhz"],
-                "timing_met_at_150_mhz": result["timing_met"],
-                "luts": result["luts"], "ffs": result["ffs"], "bram": result["bram"],
-                "lutram": result["lutram"],
-                "critical_paths": result["critical_paths"],
-                "utilization": result["utilization"],
-                "seconds": result["seconds"],
-            }
-            break
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=2, mp_context=context) as pool:
+        for built, not_placed in pool.map(_build_first_that_places, (16, 64)):
+            builds.update(built)
+            failed.update(not_placed)
     fmax = {name: b["fmax_mhz"]["sync"] for name, b in builds.items()}
     fits = {name: all(b[k] <= AVAILABLE[b["device"]][k] for k in ("luts", "ffs", "bram",
                                                                     "lutram"))
@@ -81,6 +64,37 @@ def run() -> dict:
             **{f"placed_{n}": (0, 1, False) for n in failed},
         },
     }
+
+
+def _build_first_that_places(rules: int) -> tuple[dict, dict]:
+    """Try ATTEMPTS in order for `rules`: the first build that places, and the failures."""
+    from partner.boards.synth import SynthError, synthesize
+    from partner.hdl.core import DeviceCore
+
+    failed = {}
+    for suffix, queues, device in ATTEMPTS:
+        name = f"rules_{rules}{suffix}"
+        core = DeviceCore(ports=2, width_bytes=1, rules=rules, queues=queues)
+        try:
+            result = asdict(synthesize(core, name=f"core_w1_r{rules}{suffix}",
+                                       clocks={"sync": LIMIT_MHZ * 1e6}, device=device,
+                                       router=ROUTER, timeout=TIMEOUT_S))
+        except SynthError as error:  # e.g. more block RAMs than the chip has: not placed
+            failed[name] = {"device": device, "queues": queues,
+                            "error": _first_error(str(error))}
+            continue
+        return {name: {
+            "device": device,
+            "queues": queues,
+            "fmax_mhz": result["fmax_mhz"],
+            "timing_met_at_150_mhz": result["timing_met"],
+            "luts": result["luts"], "ffs": result["ffs"], "bram": result["bram"],
+            "lutram": result["lutram"],
+            "critical_paths": result["critical_paths"],
+            "utilization": result["utilization"],
+            "seconds": result["seconds"],
+        }}, failed
+    return {}, failed
 
 
 def _first_error(log: str) -> str:
