@@ -80,18 +80,15 @@ class FrameSwitch(wiring.Component):
                 m.d.sync += active.eq(~out.payload.beat.last)
 
             # Round robin: the first source after the owner (cyclically) that asks for d.
-            # Sources are few (ports + host), so a priority chain per rotation is small.
+            # Sources are few (ports + host), so a priority chain per rotation is small. The
+            # last source's order, 0 first, is also the one before any grant (`Default`).
             pick = Signal(n, name=f"pick_{d}")
             with m.Switch(grant):
                 for owner in range(n):
-                    with m.Case(1 << owner):
+                    with (m.Case(1 << owner) if owner < n - 1 else m.Default()):
                         for s in reversed([(owner + 1 + k) % n for k in range(n)]):
                             with m.If(wants[s]):
                                 m.d.comb += pick.eq(1 << s)
-                with m.Default():
-                    for s in reversed(range(n)):
-                        with m.If(wants[s]):
-                            m.d.comb += pick.eq(1 << s)
             # The grant moves when the frame ends, or when it is parked on a source that does
             # not ask for d while another does; with nobody asking it stays parked.
             with m.If((ends | ~active & ~(grant & wants).any()) & wants.any()):
