@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 # Two workers, whole files each: the Verilator builds of one file stay in one worker and overlap
 # with the other worker's amaranth.sim tests.
 test: setup
-	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=20
+	$(BIN)/python -m pytest -n 2 --dist loadscope --no-loadscope-reorder --durations=20
 
 # The main job on the simulated PCIe card; then the host-side flow writes build/demo/input.pcapng
 # and the simulated device core replays it under the example rules (the first run builds the
