@@ -268,7 +268,7 @@ class FlowQueues(wiring.Component):
         # The counters have no read port for the host: its snapshots take the update port in a
         # cycle in which no update starts (see "counter read port" below).
         m.submodules.enq_counters = enq = RmwMemory(_COUNTER_PAIR, 2 * n,
-                                                    ram_style=_ram_style(2 * n, 64))
+                                                    ram_style=_ram_style(2 * n, 64), adder=True)
         m.submodules.deq_counters = deq = RmwMemory(32, n, ram_style=_ram_style(n, 32))
         # Per-flow queue state of the writer: the tail frame and the frames ever committed.
         m.submodules.tail_mem = tail_mem = Memory(shape=cbits, depth=n, init=[], attrs=lut)
@@ -534,7 +534,8 @@ class FlowQueues(wiring.Component):
         start7 = stage("s7_start", 1, stage("s6_start", 1, start5))
         m.d.comb += [
             enq.write.eq(start7),
-            *(enq.new[k].eq(enq.old[k] + inc7[k]) for k in range(2)),
+            *(enq.add[k].eq(inc7[k]) for k in range(2)),
+            enq.new.eq(enq.sum),
             # One cycle per frame dropped at its first beat (quota or buffer): the core's
             # events and anything else that wants to notice drops as they happen.
             self.o_dropped.eq(start5 & ~s5["admitted"]),

@@ -16,6 +16,12 @@ cycle  work
        is that value from the next cycle on (the memory itself is written a cycle later)
 ====== =======================================================================================
 
+With ``adder``, the memory also adds: ``sum`` (cycle 2) is ``old + add`` (counter by counter
+when ``shape`` is an ``ArrayLayout``), each forwarding candidate's sum computed in parallel and
+the forwarding select applied after the adders, so that no carry chain follows the select. The
+select's flip-flops fan out to every bit of the entry, and placed far from some of them they
+were the routed core's worst path, into a 64-bit adder (docs/datapath.md).
+
 Updates may start in every cycle, for any entries. ``old`` is exact even when the previous
 updates wrote the same entry: the values of the three writes the memory read missed are
 *forwarded* over its stale output. An update whose cycle 2 does not write leaves the entry as
@@ -66,6 +72,8 @@ class RmwMemory(wiring.Component):
         selected value.
     new : ``In(shape)``, write : ``In(1)``
         Cycle 2: store ``new`` into the entry.
+    add : ``In(shape)``; sum : ``Out(shape)`` (with ``adder``)
+        Cycle 2: ``sum`` is ``old + add``, wrapping.
     fresh : ``In(1)``; init : ``In(shape)``
         Cycle 2: the stored value does not count, ``init`` does (forwarded writes still do).
     x_addr, x_data : extra read ports (``ArrayLayout``\\ s of ``extra_reads``)
@@ -75,9 +83,9 @@ class RmwMemory(wiring.Component):
     """
 
     def __init__(self, shape, depth: int, *, extra_reads: int = 0,
-                 ram_style: str | None = None, candidates: bool = False):
+                 ram_style: str | None = None, candidates: bool = False, adder: bool = False):
         self.shape, self.depth, self.ram_style = shape, depth, ram_style
-        self.extra_reads, self.candidates = extra_reads, candidates
+        self.extra_reads, self.candidates, self.adder = extra_reads, candidates, adder
         ports = {
             "addr": In(range(depth)),
             "old": Out(shape),
@@ -91,6 +99,8 @@ class RmwMemory(wiring.Component):
                 "old_candidates": Out(data.ArrayLayout(shape, 4)),
                 "old_from": Out(4),
             })
+        if adder:
+            ports.update({"add": In(shape), "sum": Out(shape)})
         if extra_reads:
             ports.update({
                 "x_addr": In(data.ArrayLayout(range(depth), extra_reads)),
@@ -158,6 +168,19 @@ class RmwMemory(wiring.Component):
                 self.old_candidates[0].eq(p1_data), self.old_candidates[1].eq(p2_data),
                 self.old_candidates[2].eq(p3_data), self.old_candidates[3].eq(stored),
             ]
+
+        if self.adder:
+            sums = []
+            for k, candidate in enumerate((p1_data, p2_data, p3_data, stored)):
+                total = Signal(self.shape, name=f"sum_{k}")
+                if isinstance(self.shape, data.ArrayLayout):
+                    m.d.comb += [total[i].eq(candidate[i] + self.add[i])
+                                 for i in range(self.shape.length)]
+                else:
+                    m.d.comb += total.eq(candidate + self.add)
+                sums.append(total)
+            m.d.comb += self.sum.eq(Mux(fwd1, sums[0], Mux(fwd2, sums[1],
+                                                           Mux(fwd3, sums[2], sums[3]))))
 
         for k in range(self.extra_reads):
             x = mem.read_port()
