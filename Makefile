@@ -32,7 +32,7 @@ test: setup
 
 # The main job on the simulated PCIe card; then the host-side flow writes build/demo/input.pcapng
 # and the simulated device core replays it under the example rules (the first run builds the
-# Verilator models, about 15 minutes on 2 cores; later runs reuse them).
+# Verilator models, about 6 minutes in all on 2 cores; later runs reuse them).
 demo: setup
 	$(BIN)/partner sim card --out build/demo/card
 	$(BIN)/partner demo --out build/demo
