@@ -25,8 +25,9 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# Two workers, whole files each: the Verilator builds of one file stay in one worker and overlap
-# with the other worker's amaranth.sim tests.
+# Two workers, whole modules (or test classes) each, the Verilator simulations first
+# (tests/conftest.py): a module's Verilator builds stay in one worker and overlap with the other
+# worker's work.
 test: setup
 	$(BIN)/python -m pytest -n 2 --dist loadscope --no-loadscope-reorder --durations=20
 
