@@ -79,8 +79,13 @@ class GMIIRX(wiring.Component):
         m = Module()
         m.submodules.fcs = fcs = ETHERNET_CRC(8).create()
 
-        rxd, dv, er = Signal(8), Signal(), Signal()
+        rxd, dv, er = Signal(8, name="rxd"), Signal(name="dv"), Signal(name="er")
         m.d.sync += [rxd.eq(self.phy.rxd), dv.eq(self.phy.rx_dv), er.eq(self.phy.rx_er)]
+        # The byte's SFD and preamble compares, made on the way into the input register: the
+        # state machine's decisions (and `count`'s enable, a routed worst path of the core) then
+        # start from two flip-flops, not from an 8-bit compare.
+        is_sfd, is_preamble = Signal(name="is_sfd"), Signal(name="is_preamble")
+        m.d.sync += [is_sfd.eq(self.phy.rxd == SFD), is_preamble.eq(self.phy.rxd == PREAMBLE)]
 
         # delay[0] newest; data only (the frame's state qualifies it), so without a reset
         delay = [Signal(8, name=f"delay{n}", reset_less=True) for n in range(_RX_DELAY)]
@@ -109,12 +114,12 @@ class GMIIRX(wiring.Component):
         length = Signal(15)  # the length of a good frame, for bytes_ok
 
         def preamble_byte(error):
-            with m.If(rxd == SFD):
+            with m.If(is_sfd):
                 m.next = "DATA"
                 m.d.comb += fcs.start.eq(1)
                 m.d.sync += [count.eq(0), first.eq(1), tagged.eq(0),
                              limit.eq(self.mtu + HEADER_FCS_BYTES)]
-            with m.Elif(rxd == PREAMBLE):
+            with m.Elif(is_preamble):
                 m.next = "PREAMBLE"
             with m.Else():
                 m.d.comb += [ev["phy"].eq(error), ev["preamble"].eq(~error)]
