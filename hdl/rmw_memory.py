@@ -192,21 +192,20 @@ class RmwMemory(wiring.Component):
 
         stored = Signal(self.shape)
         m.d.comb += stored.eq(Mux(self.fresh, self.init, d1))
-        take1 = fwd1
-        take2 = ~fwd1 & fwd2
-        take3 = ~fwd1 & ~fwd2 & fwd3
-        m.d.comb += self.old.eq(Mux(take1, p1_data, Mux(take2, p2_data,
-                                                        Mux(take3, p3_data, stored))))
-        if self.candidates:
-            m.d.comb += [
-                self.old_from.eq(Cat(take1, take2, take3, ~(take1 | take2 | take3))),
-                self.old_candidates[0].eq(p1_data), self.old_candidates[1].eq(p2_data),
-                self.old_candidates[2].eq(p3_data), self.old_candidates[3].eq(stored),
-            ]
+        # The value the update reads, from the newest write that hit the entry, else the memory.
+        candidates = (p1_data, p2_data, p3_data, stored)
 
+        def newest(values):
+            return Mux(fwd1, values[0], Mux(fwd2, values[1], Mux(fwd3, values[2], values[3])))
+
+        m.d.comb += self.old.eq(newest(candidates))
+        if self.candidates:
+            take = (fwd1, ~fwd1 & fwd2, ~fwd1 & ~fwd2 & fwd3, ~(fwd1 | fwd2 | fwd3))
+            m.d.comb += [self.old_from.eq(Cat(*take)),
+                         *(self.old_candidates[k].eq(v) for k, v in enumerate(candidates))]
         if self.adder:
             sums = []
-            for k, candidate in enumerate((p1_data, p2_data, p3_data, stored)):
+            for k, candidate in enumerate(candidates):
                 total = Signal(self.shape, name=f"sum_{k}")
                 if isinstance(self.shape, data.ArrayLayout):
                     m.d.comb += [total[i].eq(candidate[i] + self.add[i])
@@ -214,8 +213,7 @@ class RmwMemory(wiring.Component):
                 else:
                     m.d.comb += total.eq(candidate + self.add)
                 sums.append(total)
-            m.d.comb += self.sum.eq(Mux(fwd1, sums[0], Mux(fwd2, sums[1],
-                                                           Mux(fwd3, sums[2], sums[3]))))
+            m.d.comb += self.sum.eq(newest(sums))
 
         for k in range(self.extra_reads):
             xs = [mem.read_port() for mem in mems]
