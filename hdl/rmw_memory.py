@@ -28,26 +28,18 @@ updates wrote the same entry: the values of the three writes the memory read mis
 it was.
 
 ``ram_style`` is passed to the synthesis tool (``"block"``, ``"distributed"``; every port is
-synchronous, so either works). LUT RAM (``"distributed"``) is built in slices of 16 columns,
-each with kept copies of the address and enable registers (partner.hdl.kept), so that no
-address net spans all of a wide entry's cells. ``fresh``/``init`` (cycle 2) let the user give
-an entry its value when the memory's content does not count (an entry not written since
-reset): ``old`` is then ``init`` unless a forwarded write hit the entry. Extra read ports
-(``extra_reads``) read the memory as it is, one cycle later, unregistered: the user registers
-them.
+synchronous, so either works). ``fresh``/``init`` (cycle 2) let the user give an entry its
+value when the memory's content does not count (an entry not written since reset): ``old`` is
+then ``init`` unless a forwarded write hit the entry. Extra read ports (``extra_reads``) read
+the memory as it is, one cycle later, unregistered: the user registers them.
 """
 
-from amaranth.hdl import Cat, Module, Mux, Shape, Signal, Value
+from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .kept import kept_register
-
 __all__ = ["RmwMemory", "registered_write"]
-
-# Columns per LUT RAM slice: 16 bits are four TRELLIS_DPR16X4 cells per 16 entries.
-_LUT_RAM_SLICE_BITS = 16
 
 
 def registered_write(m, memory):
@@ -119,20 +111,9 @@ class RmwMemory(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         attrs = {} if self.ram_style is None else {"ram_style": self.ram_style}
-        distributed = self.ram_style == "distributed"
-        width = Shape.cast(self.shape).width
-        # LUT RAM is built in column slices of its own, each written and read through kept
-        # copies of the address and enable registers: one write address register driving
-        # every cell of a 64-bit counter pair (48 cells at 34 entries) was a net spread over
-        # a quarter of the chip, the routed core's worst path at one seed (10 ns of wire).
-        # A slice's cells and its copies can sit next to the logic its columns feed.
-        step = _LUT_RAM_SLICE_BITS if distributed else width
-        bounds = [(lo, min(lo + step, width)) for lo in range(0, width, step)]
-        mems = []
-        for j, (lo, hi) in enumerate(bounds):
-            mem = Memory(shape=hi - lo, depth=self.depth, init=[], attrs=attrs)
-            m.submodules["mem" if len(bounds) == 1 else f"mem_{j}"] = mem
-            mems.append(mem)
+        m.submodules.mem = mem = Memory(shape=self.shape, depth=self.depth, init=[],
+                                        attrs=attrs)
+        wr = mem.write_port()
         # Addresses and data are qualified by the flags (`write`, `p*_en`, `fwd*`), so only the
         # flags have a reset: fewer loads on the reset net, which reaches every such flip-flop.
         addr1 = Signal.like(self.addr, reset_less=True)
@@ -140,25 +121,18 @@ class RmwMemory(wiring.Component):
         rd_data = Signal(self.shape)  # the entry read for the update in cycle 1
         d1 = Signal(self.shape, reset_less=True)  # ... registered
         m.d.sync += [addr1.eq(self.addr), addr2.eq(addr1), d1.eq(rd_data)]
-        reads = []
-        for j, mem in enumerate(mems):
-            if distributed:
-                # LUT RAM reads asynchronously: read in cycle 1 from the registered address,
-                # so that the user's address logic ends in a flip-flop next to it, and only
-                # that register's fan-out to the cells lies before the read (the read register
-                # of a synchronous port would instead put the address logic, the fan-out and
-                # the read in one cycle). The read then sees a write stored at the end of cycle
-                # 0 that the block RAM's read misses; that write is `p3` in cycle 2 and
-                # forwarded anyway.
-                rd = mem.read_port(domain="comb")
-                read_addr = addr1 if len(mems) == 1 else kept_register(
-                    m, platform, self.addr, name=f"read_addr_{j}")
-                m.d.comb += rd.addr.eq(read_addr)
-            else:
-                rd = mem.read_port()
-                m.d.comb += rd.addr.eq(self.addr)
-            reads.append(rd.data)
-        m.d.comb += rd_data.eq(Cat(*reads))
+        if self.ram_style == "distributed":
+            # LUT RAM reads asynchronously: read in cycle 1 from the registered address, so
+            # that the user's address logic ends in a flip-flop next to it, and only that
+            # register's fan-out to the cells lies before the read (the read register of a
+            # synchronous port would instead put the address logic, the fan-out and the read
+            # in one cycle). The read then sees a write stored at the end of cycle 0 that the
+            # block RAM's read misses; that write is `p3` in cycle 2 and forwarded anyway.
+            rd = mem.read_port(domain="comb")
+            m.d.comb += [rd.addr.eq(addr1), rd_data.eq(rd.data)]
+        else:
+            rd = mem.read_port()
+            m.d.comb += [rd.addr.eq(self.addr), rd_data.eq(rd.data)]
 
         # Writes decided in cycle 2 are stored one cycle later, from registers (`p1`), so that
         # no path runs from the user's decision into the memory. The memory read in cycle 0
@@ -179,16 +153,7 @@ class RmwMemory(wiring.Component):
                      fwd1.eq(self.write & (addr1 == addr2)),
                      hit2_0.eq(self.addr == addr2), fwd2.eq(p1_en & hit2_0),
                      hit3_0.eq(self.addr == p1_addr), fwd3.eq(p2_en & hit3_0)]
-        for j, ((lo, hi), mem) in enumerate(zip(bounds, mems, strict=True)):
-            wr = mem.write_port()
-            if len(mems) == 1:
-                write_addr, write_en = p1_addr, p1_en
-            else:  # copies of `p1_addr` and `p1_en`
-                write_addr = kept_register(m, platform, addr2, name=f"write_addr_{j}")
-                write_en = kept_register(m, platform, self.write, name=f"write_en_{j}",
-                                         reset_less=False)
-            m.d.comb += [wr.addr.eq(write_addr), wr.data.eq(Value.cast(p1_data)[lo:hi]),
-                         wr.en.eq(write_en)]
+        m.d.comb += [wr.addr.eq(p1_addr), wr.data.eq(p1_data), wr.en.eq(p1_en)]
 
         stored = Signal(self.shape)
         m.d.comb += stored.eq(Mux(self.fresh, self.init, d1))
@@ -216,7 +181,6 @@ class RmwMemory(wiring.Component):
             m.d.comb += self.sum.eq(newest(sums))
 
         for k in range(self.extra_reads):
-            xs = [mem.read_port() for mem in mems]
-            m.d.comb += [x.addr.eq(self.x_addr[k]) for x in xs]
-            m.d.comb += self.x_data[k].eq(Cat(x.data for x in xs))
+            x = mem.read_port()
+            m.d.comb += [x.addr.eq(self.x_addr[k]), self.x_data[k].eq(x.data)]
         return m
